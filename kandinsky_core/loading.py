@@ -1,0 +1,248 @@
+"""Find, recognise and load Kandinsky 2.2 model folders (diffusers layout), safetensors only.
+
+A model is named either by a folder under one of the model roots (``my-decoder`` or ``sub/my-decoder``)
+or by a hub id ``owner/name``, which lives in ``<root>/<name>``. A hub id that is not on disk is
+taken from the Hugging Face cache when a full copy is there, else downloaded once into
+``<first root>/<name>``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import KandinskyError
+
+log = logging.getLogger(__name__)
+
+PRIOR = "prior"
+TEXT2IMG, INPAINT, CONTROLNET = "text2img", "inpaint", "controlnet"
+DECODER_KINDS = (TEXT2IMG, INPAINT, CONTROLNET)
+
+HUB_IDS = {
+    PRIOR: ("kandinsky-community/kandinsky-2-2-prior",),
+    "decoder": (
+        "kandinsky-community/kandinsky-2-2-decoder",
+        "kandinsky-community/kandinsky-2-2-decoder-inpaint",
+        "kandinsky-community/kandinsky-2-2-controlnet-depth",
+    ),
+}
+# The hub repository each decoder kind comes from, for error messages.
+HUB_ID_FOR_KIND = {PRIOR: HUB_IDS[PRIOR][0], **dict(zip(DECODER_KINDS, HUB_IDS["decoder"]))}
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles.
+DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
+DOWNLOAD_IGNORE = ["*.fp16.safetensors", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+_SCAN_DEPTH = 3  # how deep under a root model folders are looked for
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def model_kind(folder: str | os.PathLike) -> str | None:
+    """``prior``, a decoder kind (``text2img``, ``inpaint``, ``controlnet``) or None for anything else."""
+    folder = Path(folder)
+    index = _read_json(folder / "model_index.json")
+    if not isinstance(index, dict):
+        return None
+    if {"prior", "text_encoder", "tokenizer", "image_encoder"} <= index.keys():
+        return PRIOR
+    if not {"unet", "movq"} <= index.keys():
+        return None
+    unet = _read_json(folder / "unet" / "config.json") or {}
+    if unet.get("in_channels") == 9:
+        return INPAINT
+    return {"image_hint": CONTROLNET, "image": TEXT2IMG}.get(unet.get("addition_embed_type"))
+
+
+def family_of(kind: str | None) -> str | None:
+    return PRIOR if kind == PRIOR else "decoder" if kind in DECODER_KINDS else None
+
+
+def list_models(roots: list[str], family: str) -> list[str]:
+    """The hub ids of ``family`` (``prior`` or ``decoder``), then every other matching folder."""
+    names = list(HUB_IDS[family])
+    homes = {hub_id.split("/", 1)[1] for hub_id in names}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            continue
+        for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+            rel = Path(dirpath).relative_to(root)
+            if len(rel.parts) >= _SCAN_DEPTH:
+                dirnames.clear()
+            if rel.parts and family_of(model_kind(dirpath)) == family:
+                dirnames.clear()  # a model folder's subfolders are its parts, not models
+                name = rel.as_posix()
+                if name not in homes and name not in names:
+                    names.append(name)
+    return names
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """root/name when that stays inside root (no '..' or absolute tricks) and holds a model."""
+    path = (root / name).resolve()
+    if path.is_relative_to(root.resolve()) and (path / "model_index.json").is_file():
+        return path
+    return None
+
+
+def is_hub_id(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
+
+
+def _search_help(name: str, roots: list[str]) -> str:
+    searched = ", ".join(str(r) for r in roots) or "(no models/diffusers folder is configured)"
+    home = name.split("/", 1)[1] if is_hub_id(name) else name
+    first = Path(roots[0]) / home if roots else Path("models/diffusers") / home
+    how = (
+        f"download it with `huggingface-cli download {name} --local-dir {first}` on a machine with "
+        f"network access" if is_hub_id(name) else "copy the diffusers model folder there"
+    )
+    return f"searched: {searched}. Put the model in {first}: {how}."
+
+
+def _from_hub(repo_id: str, target: Path) -> Path:
+    """A cached full snapshot of repo_id, else a download into target; a clear error offline."""
+    from huggingface_hub import snapshot_download
+
+    kwargs = dict(allow_patterns=DOWNLOAD_PATTERNS, ignore_patterns=DOWNLOAD_IGNORE)
+    try:
+        cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+        if model_kind(cached):
+            return cached
+    except Exception:  # not in the cache: fall through to a download
+        pass
+    log.warning("Kandinsky 2.2: downloading %s into %s (once; later runs load it from there)", repo_id, target)
+    try:
+        snapshot_download(repo_id, local_dir=str(target), **kwargs)
+    except Exception as exc:
+        raise KandinskyError(
+            f"model '{repo_id}' is not on disk and could not be downloaded ({type(exc).__name__}: {exc}). "
+            f"Put it in {target}: run `huggingface-cli download {repo_id} --local-dir {target}` on a "
+            f"machine with network access, or copy the diffusers folder there."
+        ) from None
+    return target
+
+
+def resolve(name: str, roots: list[str], family: str, download: bool = True) -> Path:
+    """The folder of model ``name`` of ``family``, downloading a hub id when allowed."""
+    if not isinstance(name, str) or not name.strip():
+        raise KandinskyError("no model name given: pick one from the list.")
+    resolved = [Path(r) for r in roots]
+    path = next((p for r in resolved if (p := _inside(r, name))), None)
+    if path is None and is_hub_id(name):
+        home = name.split("/", 1)[1]
+        path = next((p for r in resolved if (p := _inside(r, home))), None)
+        if path is None and download and resolved:
+            path = _from_hub(name, resolved[0] / home)
+    if path is None:
+        raise KandinskyError(f"model '{name}' was not found; {_search_help(name, roots)}")
+    kind = model_kind(path)
+    if family_of(kind) != family:
+        found = f"a Kandinsky 2.2 {kind} model" if kind else "no Kandinsky 2.2 model I recognise"
+        raise KandinskyError(
+            f"model '{name}' ({path}) is {found}, not a Kandinsky 2.2 {family}: pick a {family} such as "
+            f"'{HUB_IDS[family][0]}'."
+        )
+    return path
+
+
+def _check_weights(folder: Path, parts: list[str]) -> None:
+    """Each weight subfolder must hold safetensors; pickle-only folders are refused, never unpickled."""
+    for part in parts:
+        files = list((folder / part).glob("*")) if (folder / part).is_dir() else []
+        if not any(f.name.endswith(".safetensors") for f in files):
+            pickles = [f.name for f in files if f.name.endswith(_PICKLE_SUFFIXES)]
+            why = (
+                f"holds only pickle weights ({', '.join(pickles)}), which this package never loads for safety"
+                if pickles else "has no .safetensors weights"
+            )
+            raise KandinskyError(
+                f"model folder {folder / part} {why}: download the safetensors version of the model "
+                f"(huggingface-cli download <hub id> --include '*.safetensors' '*.json' '*.txt') into {folder}."
+            )
+
+
+def _load(what: str, folder: Path, fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except KandinskyError:
+        raise
+    except Exception as exc:
+        raise KandinskyError(
+            f"could not load the {what} from {folder} ({type(exc).__name__}: {exc}). The folder is incomplete "
+            f"or corrupt: download the model again."
+        ) from None
+
+
+@dataclass
+class PriorBundle:
+    """Everything the prior stage needs; travels through ComfyUI as K22_PRIOR."""
+    prior: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: object
+    image_encoder: torch.nn.Module
+    image_processor: object
+    scheduler_config: dict
+    path: str
+    dtype: torch.dtype = torch.float32
+
+
+@dataclass
+class DecoderBundle:
+    """The decoder UNet, its scheduler config and its kind; travels as K22_DECODER."""
+    unet: torch.nn.Module
+    scheduler_config: dict
+    kind: str
+    path: str
+    dtype: torch.dtype = torch.float32
+
+
+def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> PriorBundle:
+    from diffusers import PriorTransformer, UnCLIPScheduler
+    from transformers import (CLIPImageProcessor, CLIPTextModelWithProjection, CLIPTokenizer,
+                              CLIPVisionModelWithProjection)
+
+    folder = Path(folder)
+    _check_weights(folder, ["prior", "text_encoder", "image_encoder"])
+    tf = dict(use_safetensors=True, dtype=dtype)
+    return PriorBundle(
+        prior=_load("prior transformer", folder, PriorTransformer.from_pretrained, folder, subfolder="prior",
+                    use_safetensors=True, torch_dtype=dtype),
+        text_encoder=_load("text encoder", folder, CLIPTextModelWithProjection.from_pretrained, folder,
+                           subfolder="text_encoder", **tf),
+        tokenizer=_load("tokenizer", folder, CLIPTokenizer.from_pretrained, folder, subfolder="tokenizer"),
+        image_encoder=_load("image encoder", folder, CLIPVisionModelWithProjection.from_pretrained, folder,
+                            subfolder="image_encoder", **tf),
+        image_processor=_load("image processor", folder, CLIPImageProcessor.from_pretrained, folder,
+                              subfolder="image_processor"),
+        scheduler_config=dict(_load("scheduler config", folder, UnCLIPScheduler.load_config, folder,
+                                    subfolder="scheduler")),
+        path=str(folder),
+        dtype=dtype,
+    )
+
+
+def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
+
+    folder = Path(folder)
+    _check_weights(folder, ["unet", "movq"])
+    kw = dict(use_safetensors=True, torch_dtype=dtype)
+    unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
+    movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
+    config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
+    return DecoderBundle(unet, config, model_kind(folder), str(folder), dtype), movq

@@ -1,0 +1,42 @@
+"""The MoVQ autoencoder: latent size rules, pixels -> latents and latents -> pixels."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import KandinskyError
+
+
+def scale_factor(movq) -> int:
+    """How many pixels one latent cell spans per side (8 for the real MoVQ)."""
+    return 2 ** (len(movq.config.block_out_channels) - 1)
+
+
+def latent_size(height: int, width: int, factor: int) -> tuple[int, int]:
+    """Latent (h, w) for a pixel size: rounded up to a multiple of factor**2 pixels, as the reference does."""
+    for name, value in (("height", height), ("width", width)):
+        if int(value) <= 0:
+            raise KandinskyError(f"{name} is {value}: it must be a positive number of pixels (64 or more).")
+    cells = factor**2
+    return -(-int(height) // cells) * factor, -(-int(width) // cells) * factor
+
+
+@torch.no_grad()
+def decode(movq, latents: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Latents ``[B, C, h, w]`` -> pixels ``[B, 3, H, W]`` in 0..1 (float32)."""
+    param = next(movq.parameters())
+    image = movq.decode(latents.to(device=device, dtype=param.dtype), force_not_quantize=True)["sample"]
+    return (image * 0.5 + 0.5).clamp(0, 1).float()
+
+
+@torch.no_grad()
+def encode(movq, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Pixels ``[B, 3, H, W]`` in 0..1 -> latents. Sizes off the latent grid are resized (bicubic) up to it."""
+    factor = scale_factor(movq)
+    height, width = images.shape[-2:]
+    h, w = latent_size(height, width, factor)
+    if (h * factor, w * factor) != (height, width):
+        images = F.interpolate(images, size=(h * factor, w * factor), mode="bicubic", align_corners=False)
+        images = images.clamp(0, 1)
+    param = next(movq.parameters())
+    return movq.encode((images * 2 - 1).to(device=device, dtype=param.dtype))["latents"]
