@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import KandinskyError
+from .movq import scale_factor
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,7 @@ class DecoderBundle:
     scheduler_config: dict
     kind: str
     path: str
+    movq_scale_factor: int  # pixels per latent cell of the MoVQ that came with it
     dtype: torch.dtype = torch.float32
 
 
@@ -245,4 +247,5 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
     config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
-    return DecoderBundle(unet, config, model_kind(folder), str(folder), dtype), movq
+    bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq), dtype)
+    return bundle, movq

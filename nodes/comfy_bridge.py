@@ -1,0 +1,107 @@
+"""Every touch of ComfyUI internals: model folders, devices and dtypes, progress and interrupt, tensor layouts,
+and the node base class that names the node in every error."""
+from __future__ import annotations
+
+import functools
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+import torch
+
+from ..kandinsky_core import KandinskyError
+from ..kandinsky_core.loading import DTYPES
+
+CATEGORY = "Kandinsky 2.2"
+LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+
+
+class K22Node:
+    """Base of every node: FUNCTION is ``run``; a KandinskyError leaves ``run`` prefixed with the node id."""
+    FUNCTION = "run"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is None:
+            return
+
+        @functools.wraps(run)
+        def wrapped(self, *args, **kw):
+            try:
+                return run(self, *args, **kw)
+            except KandinskyError as exc:
+                raise KandinskyError(f"{cls.__name__}: {exc}") from None
+
+        cls.run = wrapped
+
+
+def diffusers_roots() -> list[str]:
+    """Every models/diffusers folder ComfyUI knows, extra_model_paths.yaml ones included."""
+    return list(folder_paths.get_folder_paths("diffusers"))
+
+
+def device() -> torch.device:
+    return mm.get_torch_device()
+
+
+def out_device() -> torch.device:
+    """Where results travel between nodes (the CPU, unless ComfyUI says otherwise)."""
+    return mm.intermediate_device()
+
+
+def dtype_for(choice: str) -> torch.dtype:
+    """``auto`` is ComfyUI's own choice for the device (so --force-fp32 and friends hold); else as named."""
+    if choice == "auto":
+        return torch.float16 if mm.should_use_fp16(device()) else torch.float32
+    return DTYPES[choice]
+
+
+def to_device(*modules: torch.nn.Module) -> torch.device:
+    """Put the models on ComfyUI's compute device and return it."""
+    dev = device()
+    for module in modules:
+        module.to(dev)
+    return dev
+
+
+def step_callback(steps: int):
+    """A per-step callback: moves ComfyUI's progress bar and stops at once when the user cancels."""
+    bar = comfy.utils.ProgressBar(steps)
+
+    def callback(step: int, total: int, sample: torch.Tensor) -> None:
+        bar.update_absolute(step + 1, total)
+        mm.throw_exception_if_processing_interrupted()
+
+    mm.throw_exception_if_processing_interrupted()
+    return callback
+
+
+def image_to_bchw(image, name: str = "image") -> torch.Tensor:
+    """ComfyUI IMAGE [B, H, W, C] -> [B, 3, H, W] float (alpha dropped, grey repeated)."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise KandinskyError(f"{name} must be an IMAGE [batch, height, width, 3], got {shape}.")
+    image = image[..., :3] if image.shape[-1] != 1 else image.expand(*image.shape[:-1], 3)
+    return image.movedim(-1, 1).float()
+
+
+def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.movedim(1, -1).to(out_device(), torch.float32)
+
+
+def make_latent(samples: torch.Tensor) -> dict:
+    return {"samples": samples.to(out_device()), LATENT_MARKER: True}
+
+
+def latent_samples(latent, name: str = "latent") -> torch.Tensor:
+    """The samples of a LATENT this pack made; an SD latent is a clear error."""
+    if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
+        raise KandinskyError(f"{name} must be a LATENT.")
+    if not latent.get(LATENT_MARKER):
+        raise KandinskyError(
+            f"{name} is not a Kandinsky 2.2 latent (it looks like a Stable Diffusion latent, from "
+            f"EmptyLatentImage or VAEEncode): wire in the LATENT of a Kandinsky 2.2 decode node or of "
+            f"Kandinsky22MoVQEncode.")
+    return latent["samples"]

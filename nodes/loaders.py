@@ -1,0 +1,53 @@
+"""Loader nodes: pick a Kandinsky 2.2 model folder (or hub id) and load it."""
+from ..kandinsky_core import loading
+from . import comfy_bridge as bridge
+
+DTYPE_TOOLTIP = ("Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU "
+                 "(--force-fp32 and friends hold).")
+
+
+class _Loader(bridge.K22Node):
+    FAMILY = ""
+    CATEGORY = f"{bridge.CATEGORY}/loaders"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (loading.list_models(bridge.diffusers_roots(), cls.FAMILY), {"tooltip": (
+                f"A Kandinsky 2.2 {cls.FAMILY} folder under models/diffusers, or an official hub id: "
+                f"owner/name lives in models/diffusers/name and is downloaded there once if missing.")}),
+            "dtype": (["auto", *loading.DTYPES], {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model):
+        # Our own check instead of ComfyUI's bare "Value not in list".
+        roots = bridge.diffusers_roots()
+        if model in loading.list_models(roots, cls.FAMILY):
+            return True
+        return f"{cls.__name__}: model '{model}' was not found; {loading._search_help(model, roots)}"
+
+    def resolve(self, model):
+        return loading.resolve(model, bridge.diffusers_roots(), self.FAMILY)
+
+
+class Kandinsky22PriorLoader(_Loader):
+    FAMILY = loading.PRIOR
+    RETURN_TYPES = ("K22_PRIOR",)
+    RETURN_NAMES = ("prior",)
+    DESCRIPTION = ("Loads the Kandinsky 2.2 prior (CLIP ViT-bigG text and image encoders and the diffusion prior) "
+                   "that turns prompts and pictures into CLIP image embeddings.")
+
+    def run(self, model, dtype):
+        return (loading.load_prior(self.resolve(model), bridge.dtype_for(dtype)),)
+
+
+class Kandinsky22DecoderLoader(_Loader):
+    FAMILY = "decoder"
+    RETURN_TYPES = ("K22_DECODER", "K22_MOVQ")
+    RETURN_NAMES = ("decoder", "movq")
+    DESCRIPTION = ("Loads a Kandinsky 2.2 decoder (text-to-image, inpaint or ControlNet depth UNet) and the MoVQ "
+                   "autoencoder that comes with it.")
+
+    def run(self, model, dtype):
+        return loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype))

@@ -1,0 +1,40 @@
+"""MoVQ nodes: pixels <-> Kandinsky 2.2 latents."""
+from ..kandinsky_core import movq as movq_stage
+from . import comfy_bridge as bridge
+
+
+class Kandinsky22MoVQEncode(bridge.K22Node):
+    CATEGORY = f"{bridge.CATEGORY}/movq"
+    RETURN_TYPES = ("LATENT",)
+    DESCRIPTION = ("Encodes a picture into Kandinsky 2.2 MoVQ latents (for image-to-image and inpainting). "
+                   "Sizes off the MoVQ's grid (64 px for the real model) are resized up to it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "movq": ("K22_MOVQ", {"tooltip": "From Kandinsky 2.2 Decoder Loader."}),
+            "image": ("IMAGE", {"tooltip": "The picture to encode."}),
+        }}
+
+    def run(self, movq, image):
+        dev = bridge.to_device(movq)
+        return (bridge.make_latent(movq_stage.encode(movq, bridge.image_to_bchw(image).to(dev), dev)),)
+
+
+class Kandinsky22MoVQDecode(bridge.K22Node):
+    CATEGORY = f"{bridge.CATEGORY}/movq"
+    RETURN_TYPES = ("IMAGE",)
+    DESCRIPTION = "Decodes Kandinsky 2.2 MoVQ latents into a picture."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "movq": ("K22_MOVQ", {"tooltip": "From Kandinsky 2.2 Decoder Loader."}),
+            "latent": ("LATENT", {"tooltip": "Latents of a Kandinsky 2.2 decode node or MoVQ Encode."}),
+        }}
+
+    def run(self, movq, latent):
+        samples = bridge.latent_samples(latent)
+        dev = bridge.to_device(movq)
+        return (bridge.bchw_to_image(movq_stage.decode(movq, samples, dev)),)
+

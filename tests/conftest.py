@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models written once per session, ComfyUI's modules in-process, a real ComfyUI server."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network in tests: hub ids resolve on disk or fail fast
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(REPO))  # kandinsky_core alone, as a library
+
+import tiny_models  # noqa: E402
+from comfy_server import ComfyServer, prepare_comfyui  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """A models/diffusers folder holding the tiny models under their hub names."""
+    return tiny_models.build(tmp_path_factory.mktemp("models") / "diffusers")
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, models_dir):
+    """This package imported as ComfyUI imports it, with ComfyUI's modules on sys.path (no server)."""
+    comfy_dir = prepare_comfyui(tmp_path_factory.mktemp("comfy"))
+    sys.path.insert(0, str(comfy_dir))
+    import folder_paths
+
+    folder_paths.add_model_folder_path("diffusers", str(models_dir))
+    spec = importlib.util.spec_from_file_location(
+        "comfyui_kandinsky22", REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, models_dir):
+    srv = ComfyServer(tmp_path_factory.mktemp("server"), models_dir).start()
+    yield srv
+    srv.stop()

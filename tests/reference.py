@@ -1,0 +1,46 @@
+"""diffusers' own pipelines on the tiny weights: the reference every parity test compares with.
+
+Each call gets a fresh CPU generator, as each node seeds its own."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+
+from tiny_models import NAMES
+
+
+@functools.lru_cache(maxsize=None)
+def pipeline(models_dir, kind: str):
+    cls = KandinskyV22PriorPipeline if kind == "prior" else KandinskyV22Pipeline
+    pipe = cls.from_pretrained(f"{models_dir}/{NAMES[kind]}")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generator(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def prior(models_dir, prompt, negative_prompt="", guidance_scale=4.0, steps=5, seed=0, batch_size=1):
+    """(positive, negative): an empty negative prompt is passed as None, the node's meaning of empty."""
+    out = pipeline(models_dir, "prior")(
+        prompt, negative_prompt=negative_prompt or None, guidance_scale=guidance_scale, num_inference_steps=steps,
+        generator=generator(seed), num_images_per_prompt=batch_size)
+    return out.image_embeds, out.negative_image_embeds
+
+
+def txt2img(models_dir, positive, negative, width, height, steps=4, guidance_scale=4.0, seed=0, batch_size=1):
+    """Pixels [B, H, W, 3] in 0..1, as output_type='np' gives them."""
+    return pipeline(models_dir, "text2img")(
+        image_embeds=positive, negative_image_embeds=negative, width=width, height=height,
+        num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator(seed),
+        num_images_per_prompt=batch_size, output_type="np").images
+
+
+def max_diff(a, b) -> float:
+    a, b = (np.asarray(x.detach().float() if isinstance(x, torch.Tensor) else x) for x in (a, b))
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())

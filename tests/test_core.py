@@ -1,0 +1,164 @@
+"""kandinsky_core alone, with no ComfyUI: loading rules, parity with diffusers, clear errors."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import reference
+import tiny_models
+from kandinsky_core import KandinskyError, loading, movq, prior, sampling, schedulers
+
+PRIOR_ID, DECODER_ID = loading.HUB_IDS["prior"][0], loading.HUB_IDS["decoder"][0]
+
+
+@pytest.fixture(scope="module")
+def bundles(models_dir):
+    roots = [str(models_dir)]
+    prior_bundle = loading.load_prior(loading.resolve(PRIOR_ID, roots, "prior"))
+    decoder, mq = loading.load_decoder(loading.resolve(DECODER_ID, roots, "decoder"))
+    return prior_bundle, decoder, mq
+
+
+def test_tiny_tokenizer_gives_real_token_ids(bundles):
+    tokenizer = bundles[0].tokenizer
+    vocab = tokenizer.get_vocab()
+    assert tokenizer.model_max_length == 77
+    expected = [vocab["<|startoftext|>"], vocab["a</w>"], vocab["red</w>"], vocab["cat</w>"], vocab["<|endoftext|>"]]
+    assert tokenizer("a red cat").input_ids == expected
+
+
+def test_model_kinds_and_lists(models_dir):
+    kinds = {kind: loading.model_kind(models_dir / name) for kind, name in tiny_models.NAMES.items()}
+    assert kinds == {"prior": "prior", "text2img": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}
+    assert loading.list_models([str(models_dir)], "prior") == list(loading.HUB_IDS["prior"])
+    assert loading.list_models([str(models_dir)], "decoder") == list(loading.HUB_IDS["decoder"])
+
+
+def test_other_folders_are_listed_under_their_own_name(models_dir, tmp_path):
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "mine" / "my-decoder")
+    (tmp_path / "not-a-model").mkdir()
+    names = loading.list_models([str(tmp_path), str(models_dir)], "decoder")
+    assert names == [*loading.HUB_IDS["decoder"], "mine/my-decoder"]
+    assert loading.resolve("mine/my-decoder", [str(tmp_path)], "decoder") == (tmp_path / "mine/my-decoder").resolve()
+
+
+def test_hub_id_lives_in_its_name_folder(models_dir):
+    path = loading.resolve(DECODER_ID, ["/nonexistent", str(models_dir)], "decoder")
+    assert path == (models_dir / "kandinsky-2-2-decoder").resolve()
+
+
+@pytest.mark.parametrize("name", ["nope", "../outside", "/etc", ""])
+def test_unknown_names_say_where_was_searched(models_dir, tmp_path, name):
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "outside")
+    (tmp_path / "root").mkdir()
+    with pytest.raises(KandinskyError, match="searched|no model name"):
+        loading.resolve(name, [str(tmp_path / "root")], "decoder")
+
+
+def test_missing_hub_model_offline_names_the_folder(tmp_path):
+    with pytest.raises(KandinskyError, match=f"{tmp_path / 'kandinsky-2-2-decoder'}.*huggingface-cli download"):
+        loading.resolve(DECODER_ID, [str(tmp_path)], "decoder")
+
+
+def test_wrong_family_is_clear(models_dir):
+    with pytest.raises(KandinskyError, match="is a Kandinsky 2.2 prior model, not a Kandinsky 2.2 decoder"):
+        loading.resolve("kandinsky-2-2-prior", [str(models_dir)], "decoder")
+
+
+def test_pickle_only_weights_are_refused_unread(models_dir, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], folder)
+    for f in (folder / "unet").glob("*.safetensors"):
+        f.unlink()
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not even a pickle")
+    with pytest.raises(KandinskyError, match=r"only pickle weights \(diffusion_pytorch_model.bin\).*never loads"):
+        loading.load_decoder(folder)
+
+
+def test_corrupt_weights_are_a_clear_error(models_dir, tmp_path):
+    folder = tmp_path / "corrupt"
+    shutil.copytree(models_dir / tiny_models.NAMES["prior"], folder)
+    (folder / "prior" / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 64)
+    with pytest.raises(KandinskyError, match="could not load the prior transformer.*download the model again"):
+        loading.load_prior(folder)
+
+
+@pytest.mark.parametrize("negative_prompt,guidance,batch", [("", 4.0, 1), ("blurry, ugly", 4.0, 2), ("", 1.0, 2)])
+def test_prior_matches_diffusers(bundles, models_dir, negative_prompt, guidance, batch):
+    positive, negative = prior.text_to_embeds(bundles[0], "a red cat", negative_prompt, guidance_scale=guidance,
+                                              steps=5, seed=123, batch_size=batch)
+    ref_pos, ref_neg = reference.prior(models_dir, "a red cat", negative_prompt, guidance, 5, 123, batch)
+    assert positive.shape == (batch, tiny_models.EMBED)
+    assert reference.max_diff(positive, ref_pos) <= 1e-4
+    assert reference.max_diff(negative, ref_neg) <= 1e-4
+
+
+def test_long_prompts_are_truncated_as_the_reference_does(bundles, models_dir):
+    long = "red cat " * 60
+    positive, _ = prior.text_to_embeds(bundles[0], long, steps=2, seed=1)
+    assert reference.max_diff(positive, reference.prior(models_dir, long, steps=2, seed=1)[0]) <= 1e-4
+
+
+@pytest.mark.parametrize("width,height,batch", [(64, 64, 1), (96, 64, 2)])
+def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
+    _, decoder, mq = bundles
+    positive, negative = reference.prior(models_dir, "a dog", steps=3, seed=5)
+    hw = movq.latent_size(height, width, movq.scale_factor(mq))
+    latents = sampling.txt2img(decoder, positive, negative, latent_hw=hw, steps=4, seed=9, batch_size=batch)
+    pixels = movq.decode(mq, latents).permute(0, 2, 3, 1)
+    expected = reference.txt2img(models_dir, positive, negative, width, height, steps=4, seed=9, batch_size=batch)
+    assert reference.max_diff(pixels, expected) <= 1e-4
+
+
+def test_latent_size_rounds_up_to_the_movq_grid():
+    assert movq.latent_size(768, 768, 8) == (96, 96)
+    assert movq.latent_size(700, 769, 8) == (88, 104)
+    assert movq.latent_size(1, 64, 2) == (2, 32)
+    for bad in (0, -64):
+        with pytest.raises(KandinskyError, match="positive"):
+            movq.latent_size(bad, 64, 8)
+
+
+@pytest.mark.parametrize("name", schedulers.NAMES)
+def test_every_scheduler_runs(bundles, name):
+    _, decoder, _ = bundles
+    embeds = torch.randn(1, tiny_models.EMBED)
+    latents = sampling.txt2img(decoder, embeds, embeds * 0, latent_hw=(8, 8), steps=3, scheduler=name, seed=1)
+    assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(steps=0), "steps is 0"),
+    (dict(batch_size=0), "batch_size is 0"),
+    (dict(scheduler="nope"), "scheduler 'nope' is unknown"),
+    (dict(positive=torch.zeros(1, 1280)), "positive has width 1280 but this decoder takes 32"),
+    (dict(negative=torch.full((1, tiny_models.EMBED), float("nan"))), "negative holds NaN"),
+    (dict(negative=torch.zeros(3, tiny_models.EMBED)), "negative has batch 3 but positive has 2"),
+    (dict(positive=torch.zeros(tiny_models.EMBED)), r"positive must be K22_EMBEDS of shape \[batch, 32\]"),
+])
+def test_bad_decoder_inputs_are_clear_errors(bundles, change, message):
+    _, decoder, _ = bundles
+    args = dict(positive=torch.zeros(2, tiny_models.EMBED), negative=torch.zeros(1, tiny_models.EMBED),
+                latent_hw=(8, 8), steps=2) | change
+    with pytest.raises(KandinskyError, match=message):
+        sampling.txt2img(decoder, **args)
+
+
+def test_prior_needs_two_steps(bundles):
+    with pytest.raises(KandinskyError, match="at least 2 steps"):
+        prior.text_to_embeds(bundles[0], "a cat", steps=1)
+
+
+def test_movq_round_trip_matches_the_model(bundles):
+    _, _, mq = bundles
+    images = torch.rand(2, 3, 32, 48)
+    latents = movq.encode(mq, images)
+    assert reference.max_diff(latents, mq.encode(images * 2 - 1).latents) == 0
+    decoded = movq.decode(mq, latents)
+    expected = (mq.decode(latents, force_not_quantize=True).sample * 0.5 + 0.5).clamp(0, 1)
+    assert reference.max_diff(decoded, expected) == 0
+    with pytest.raises(KandinskyError, match="this MoVQ decodes"):
+        movq.decode(mq, torch.zeros(1, 16, 4, 4))
+    assert movq.encode(mq, torch.rand(1, 3, 30, 31)).shape == (1, 4, 16, 16)  # resized up to the grid
+    assert np.isfinite(decoded.numpy()).all()
