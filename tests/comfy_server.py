@@ -66,11 +66,11 @@ def free_port() -> int:
 class ComfyServer:
     """Start with ``start()``; ``run(graph)`` queues an API-format prompt and waits for its history."""
 
-    def __init__(self, workdir: Path, models_dir: Path, extra_args: list[str] | None = None):
+    def __init__(self, workdir: Path, models_dir: Path, extra_args: list[str] | None = None, cpu: bool = True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.models_dir = Path(models_dir)
-        self.extra_args = extra_args or []
+        self.extra_args = (["--cpu"] if cpu else []) + (extra_args or [])
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output_dir = self.workdir / "output"
@@ -84,7 +84,7 @@ class ComfyServer:
         config = write_layout(self.workdir, self.models_dir)
         for d in (self.output_dir, self.input_dir):
             d.mkdir(exist_ok=True)
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),
                "--extra-model-paths-config", str(config), "--output-directory", str(self.output_dir),
                "--input-directory", str(self.input_dir), "--temp-directory", str(self.workdir),
                "--disable-auto-launch", *self.extra_args]

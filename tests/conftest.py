@@ -30,6 +30,9 @@ def comfy(tmp_path_factory, models_dir):
     """This package imported as ComfyUI imports it, with ComfyUI's modules on sys.path (no server)."""
     comfy_dir = prepare_comfyui(tmp_path_factory.mktemp("comfy"))
     sys.path.insert(0, str(comfy_dir))
+    import comfy.cli_args
+
+    comfy.cli_args.args.cpu = True  # as the server runs (--cpu); read when model_management is imported
     import folder_paths
 
     folder_paths.add_model_folder_path("diffusers", str(models_dir))

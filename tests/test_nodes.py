@@ -1,0 +1,142 @@
+"""The nodes as ComfyUI calls them (in-process, under inference_mode): contract, parity, clear errors."""
+import pytest
+import torch
+
+import reference
+import tiny_models
+
+# The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
+CONTRACT = {
+    "Kandinsky22PriorLoader": (["model", "dtype"], ("K22_PRIOR",)),
+    "Kandinsky22DecoderLoader": (["model", "dtype"], ("K22_DECODER", "K22_MOVQ")),
+    "Kandinsky22PriorEncode": (["prior", "prompt", "negative_prompt", "guidance_scale", "steps", "seed",
+                                "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
+    "Kandinsky22Txt2Img": (["decoder", "positive", "negative", "width", "height", "steps", "guidance_scale", "seed",
+                            "scheduler", "batch_size"], ("LATENT",)),
+    "Kandinsky22MoVQEncode": (["movq", "image"], ("LATENT",)),
+    "Kandinsky22MoVQDecode": (["movq", "latent"], ("IMAGE",)),
+}
+PRIOR_ID, DECODER_ID = "kandinsky-community/kandinsky-2-2-prior", "kandinsky-community/kandinsky-2-2-decoder"
+
+
+@pytest.fixture(scope="module")
+def nodes(comfy):
+    return {name: cls() for name, cls in comfy.NODE_CLASS_MAPPINGS.items()}
+
+
+def call(nodes, name, **inputs):
+    with torch.inference_mode():
+        return nodes[name].run(**inputs)
+
+
+@pytest.fixture(scope="module")
+def loaded(nodes):
+    (prior,) = call(nodes, "Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
+    decoder, movq = call(nodes, "Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    return prior, decoder, movq
+
+
+def test_contract(comfy):
+    mappings = comfy.NODE_CLASS_MAPPINGS
+    for name, (inputs, outputs) in CONTRACT.items():
+        cls = mappings[name]
+        assert list(cls.INPUT_TYPES()["required"]) == inputs, name
+        assert cls.RETURN_TYPES == outputs, name
+    for name, cls in mappings.items():
+        assert cls.CATEGORY.startswith("Kandinsky 2.2/") and cls.DESCRIPTION, name
+        assert name in comfy.NODE_DISPLAY_NAME_MAPPINGS
+        for group in cls.INPUT_TYPES().values():
+            for input_name, spec in group.items():
+                assert spec[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    seed = mappings["Kandinsky22Txt2Img"].INPUT_TYPES()["required"]["seed"][1]
+    assert (seed["min"], seed["max"]) == (0, 0xFFFFFFFFFFFFFFFF)
+
+
+def test_loader_lists_show_models_of_their_kind(comfy):
+    priors = comfy.NODE_CLASS_MAPPINGS["Kandinsky22PriorLoader"].INPUT_TYPES()["required"]["model"][0]
+    decoders = comfy.NODE_CLASS_MAPPINGS["Kandinsky22DecoderLoader"].INPUT_TYPES()["required"]["model"][0]
+    assert priors == [PRIOR_ID]
+    assert decoders == [DECODER_ID, "kandinsky-community/kandinsky-2-2-decoder-inpaint",
+                        "kandinsky-community/kandinsky-2-2-controlnet-depth"]
+
+
+def test_validate_inputs_explains_a_missing_model(comfy, models_dir):
+    loader = comfy.NODE_CLASS_MAPPINGS["Kandinsky22DecoderLoader"]
+    assert loader.VALIDATE_INPUTS(model=DECODER_ID) is True
+    message = loader.VALIDATE_INPUTS(model="my-missing-decoder")
+    assert "Kandinsky22DecoderLoader" in message and str(models_dir) in message and "searched" in message
+
+
+@pytest.mark.parametrize("negative_prompt,batch,width,height", [("", 1, 64, 64), ("low quality", 2, 96, 64)])
+def test_txt2img_graph_matches_diffusers(nodes, loaded, models_dir, negative_prompt, batch, width, height):
+    prior, decoder, movq = loaded
+    positive, negative = call(nodes, "Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
+                              negative_prompt=negative_prompt, guidance_scale=4.0, steps=5, seed=42, batch_size=batch)
+    ref_pos, ref_neg = reference.prior(models_dir, "a red cat", negative_prompt, 4.0, 5, 42, batch)
+    assert reference.max_diff(positive, ref_pos) <= 1e-4 and reference.max_diff(negative, ref_neg) <= 1e-4
+    (latent,) = call(nodes, "Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=width,
+                     height=height, steps=4, guidance_scale=4.0, seed=7, scheduler="default", batch_size=1)
+    (image,) = call(nodes, "Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    expected = reference.txt2img(models_dir, ref_pos, ref_neg, width, height, steps=4, seed=7)
+    assert image.shape == (batch, height, width, 3)
+    assert reference.max_diff(image, expected) <= 1e-4
+
+
+def test_largest_seed_is_accepted(nodes, loaded):
+    positive, negative = call(nodes, "Kandinsky22PriorEncode", prior=loaded[0], prompt="a cat", negative_prompt="",
+                              guidance_scale=4.0, steps=2, seed=0xFFFFFFFFFFFFFFFF, batch_size=1)
+    (latent,) = call(nodes, "Kandinsky22Txt2Img", decoder=loaded[1], positive=positive, negative=negative, width=64,
+                     height=64, steps=1, guidance_scale=4.0, seed=0xFFFFFFFFFFFFFFFF, scheduler="default",
+                     batch_size=1)
+    assert torch.isfinite(latent["samples"]).all()
+
+
+def test_movq_encode_decode_round_trip(nodes, loaded):
+    movq = loaded[2]
+    image = torch.rand(2, 32, 48, 4)  # RGBA: alpha is dropped
+    (latent,) = call(nodes, "Kandinsky22MoVQEncode", movq=movq, image=image)
+    assert latent["samples"].shape == (2, 4, 16, 24) and latent["kandinsky22"] is True
+    with torch.inference_mode():  # the loader ran under inference_mode, as in ComfyUI
+        expected = movq.encode(image[..., :3].permute(0, 3, 1, 2) * 2 - 1).latents
+    assert reference.max_diff(latent["samples"], expected) <= 1e-6
+    (decoded,) = call(nodes, "Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    assert decoded.shape == (2, 32, 48, 3) and 0 <= decoded.min() and decoded.max() <= 1
+
+
+def test_sd_latent_is_a_clear_error(nodes, loaded):
+    sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
+    with pytest.raises(ValueError, match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
+        call(nodes, "Kandinsky22MoVQDecode", movq=loaded[2], latent=sd_latent)
+
+
+def test_wrong_decoder_kind_is_a_clear_error(nodes, loaded):
+    (inpaint, _) = call(nodes, "Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
+                        dtype="fp32")
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    with pytest.raises(ValueError, match="Kandinsky22Txt2Img: decoder is a inpaint decoder but this node needs a "
+                                         "text2img decoder: load 'kandinsky-community/kandinsky-2-2-decoder'"):
+        call(nodes, "Kandinsky22Txt2Img", decoder=inpaint, positive=embeds, negative=embeds, width=64, height=64,
+             steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
+
+
+@pytest.mark.parametrize("node,inputs,message", [
+    ("Kandinsky22PriorLoader", dict(model="missing/model", dtype="auto"), "Kandinsky22PriorLoader: model 'missing/model'"),
+    ("Kandinsky22Txt2Img", dict(width=0), "Kandinsky22Txt2Img: width is 0"),
+    ("Kandinsky22Txt2Img", dict(steps=0), "Kandinsky22Txt2Img: steps is 0"),
+    ("Kandinsky22Txt2Img", dict(positive=torch.zeros(1, 1280)), "Kandinsky22Txt2Img: positive has width 1280"),
+    ("Kandinsky22PriorEncode", dict(steps=1), "Kandinsky22PriorEncode: steps is 1"),
+    ("Kandinsky22MoVQEncode", dict(image=torch.zeros(8, 8, 3)), r"Kandinsky22MoVQEncode: image must be an IMAGE"),
+])
+def test_bad_inputs_name_the_node_and_input(nodes, loaded, node, inputs, message):
+    prior, decoder, movq = loaded
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    defaults = {
+        "Kandinsky22PriorLoader": {},
+        "Kandinsky22Txt2Img": dict(decoder=decoder, positive=embeds, negative=embeds, width=64, height=64, steps=1,
+                                   guidance_scale=4.0, seed=0, scheduler="default", batch_size=1),
+        "Kandinsky22PriorEncode": dict(prior=prior, prompt="a", negative_prompt="", guidance_scale=4.0, steps=2,
+                                       seed=0, batch_size=1),
+        "Kandinsky22MoVQEncode": dict(movq=movq),
+    }[node]
+    with pytest.raises(ValueError, match=message):
+        call(nodes, node, **(defaults | inputs))

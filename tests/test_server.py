@@ -1,0 +1,62 @@
+"""A real ComfyUI server with this package: graphs posted to /prompt as a client would post them."""
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import reference
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+
+def txt2img_graph(width=64, height=96, prior_steps=5, steps=4, seed=42, batch_size=1):
+    """The shipped txt2img API workflow with sizes and steps turned down for the tiny weights."""
+    graph = json.loads((WORKFLOWS / "api" / "txt2img.json").read_text())
+    graph["3"]["inputs"].update(steps=prior_steps, batch_size=batch_size)
+    graph["4"]["inputs"].update(width=width, height=height, steps=steps, seed=seed)
+    return graph
+
+
+def saved_pixels(server, entry) -> np.ndarray:
+    return np.stack([np.asarray(Image.open(p)) for p in server.images(entry)])
+
+
+def as_saved(pixels: np.ndarray) -> np.ndarray:
+    """What SaveImage writes for float pixels in 0..1."""
+    return np.clip(pixels * 255.0, 0, 255).astype(np.uint8)
+
+
+def test_txt2img_in_comfyui_gives_the_diffusers_pixels(server, models_dir):
+    graph = txt2img_graph(batch_size=2)
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    inputs = graph["3"]["inputs"]
+    positive, negative = reference.prior(models_dir, inputs["prompt"], inputs["negative_prompt"],
+                                         inputs["guidance_scale"], inputs["steps"], inputs["seed"], 2)
+    expected = reference.txt2img(models_dir, positive, negative, 64, 96, steps=4, seed=42)
+    got = saved_pixels(server, entry)
+    assert got.shape == (2, 96, 64, 3)
+    # Float pixels match within 1e-4, so the saved bytes differ by at most one level where a value sits on a step.
+    assert np.abs(got.astype(int) - as_saved(expected).astype(int)).max() <= 1
+
+
+def test_unknown_model_is_rejected_before_anything_runs(server):
+    graph = txt2img_graph()
+    graph["2"]["inputs"]["model"] = "someone/missing-decoder"
+    status, body = server.queue(graph)
+    assert status == 400
+    details = json.dumps(body)
+    assert "Kandinsky22DecoderLoader" in details and "missing-decoder" in details and "searched" in details
+
+
+def test_sd_latent_is_a_clear_error_and_the_server_goes_on(server):
+    graph = txt2img_graph()
+    graph["7"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    graph["5"]["inputs"]["latent"] = ["7", 0]
+    entry = server.run(graph)
+    assert entry["status"]["status_str"] == "error"
+    errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
+    assert "Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent" in errors[0][1]["exception_message"]
+    entry = server.run(txt2img_graph(seed=3))
+    assert entry["status"]["status_str"] == "success" and len(server.images(entry)) == 1
