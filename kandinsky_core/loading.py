@@ -209,6 +209,7 @@ class DecoderBundle:
     kind: str
     path: str
     movq_scale_factor: int  # pixels per latent cell of the MoVQ that came with it
+    latent_channels: int  # the MoVQ's latent channels (the UNet may take more: mask, hint)
     dtype: torch.dtype = torch.float32
 
 
@@ -247,5 +248,6 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
     config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
-    bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq), dtype)
+    bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq),
+                           movq.config.latent_channels, dtype)
     return bundle, movq

@@ -7,15 +7,23 @@ import functools
 
 import numpy as np
 import torch
-from diffusers import KandinskyV22Pipeline, KandinskyV22PriorPipeline
+import diffusers
 
 from tiny_models import NAMES
 
 
+PIPELINES = {"prior": "KandinskyV22PriorPipeline", "text2img": "KandinskyV22Pipeline",
+             "img2img": "KandinskyV22Img2ImgPipeline", "inpaint": "KandinskyV22InpaintPipeline",
+             "controlnet": "KandinskyV22ControlnetPipeline",
+             "controlnet_img2img": "KandinskyV22ControlnetImg2ImgPipeline"}
+FOLDERS = {"img2img": "text2img", "controlnet_img2img": "controlnet"}
+
+
 @functools.lru_cache(maxsize=None)
-def pipeline(models_dir, kind: str):
-    cls = KandinskyV22PriorPipeline if kind == "prior" else KandinskyV22Pipeline
-    pipe = cls.from_pretrained(f"{models_dir}/{NAMES[kind]}")
+def pipeline(models_dir, mode: str):
+    """The diffusers pipeline of ``mode`` on the tiny model folder it uses."""
+    cls = getattr(diffusers, PIPELINES[mode])
+    pipe = cls.from_pretrained(f"{models_dir}/{NAMES[FOLDERS.get(mode, mode)]}")
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -38,6 +46,12 @@ def txt2img(models_dir, positive, negative, width, height, steps=4, guidance_sca
         image_embeds=positive, negative_image_embeds=negative, width=width, height=height,
         num_inference_steps=steps, guidance_scale=guidance_scale, generator=generator(seed),
         num_images_per_prompt=batch_size, output_type="np").images
+
+
+def decode(models_dir, mode, positive, negative, seed=0, **kwargs):
+    """Pixels [B, H, W, 3] in 0..1 from the decoder pipeline of ``mode``."""
+    return pipeline(models_dir, mode)(image_embeds=positive, negative_image_embeds=negative,
+                                      generator=generator(seed), output_type="np", **kwargs).images
 
 
 def max_diff(a, b) -> float:

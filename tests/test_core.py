@@ -100,7 +100,7 @@ def test_long_prompts_are_truncated_as_the_reference_does(bundles, models_dir):
     assert reference.max_diff(positive, reference.prior(models_dir, long, steps=2, seed=1)[0]) <= 1e-4
 
 
-@pytest.mark.parametrize("width,height,batch", [(64, 64, 1), (96, 64, 2)])
+@pytest.mark.parametrize("width,height,batch", [(64, 64, 1), (128, 64, 2), (100, 64, 1)])
 def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
     _, decoder, mq = bundles
     positive, negative = reference.prior(models_dir, "a dog", steps=3, seed=5)
@@ -134,7 +134,7 @@ def test_every_scheduler_runs(bundles, name):
     (dict(scheduler="nope"), "scheduler 'nope' is unknown"),
     (dict(positive=torch.zeros(1, 1280)), "positive has width 1280 but this decoder takes 32"),
     (dict(negative=torch.full((1, tiny_models.EMBED), float("nan"))), "negative holds NaN"),
-    (dict(negative=torch.zeros(3, tiny_models.EMBED)), "negative has batch 3 but positive has 2"),
+    (dict(negative=torch.zeros(3, tiny_models.EMBED)), "batches differ .positive has batch 2, negative has batch 3"),
     (dict(positive=torch.zeros(tiny_models.EMBED)), r"positive must be K22_EMBEDS of shape \[batch, 32\]"),
 ])
 def test_bad_decoder_inputs_are_clear_errors(bundles, change, message):
@@ -152,7 +152,7 @@ def test_prior_needs_two_steps(bundles):
 
 def test_movq_round_trip_matches_the_model(bundles):
     _, _, mq = bundles
-    images = torch.rand(2, 3, 32, 48)
+    images = torch.rand(2, 3, 64, 128)
     latents = movq.encode(mq, images)
     assert reference.max_diff(latents, mq.encode(images * 2 - 1).latents) == 0
     decoded = movq.decode(mq, latents)
@@ -160,5 +160,19 @@ def test_movq_round_trip_matches_the_model(bundles):
     assert reference.max_diff(decoded, expected) == 0
     with pytest.raises(KandinskyError, match="this MoVQ decodes"):
         movq.decode(mq, torch.zeros(1, 16, 4, 4))
-    assert movq.encode(mq, torch.rand(1, 3, 30, 31)).shape == (1, 4, 16, 16)  # resized up to the grid
+    assert movq.encode(mq, torch.rand(1, 3, 30, 70)).shape == (1, 4, 8, 16)  # resized up to the 64 px grid
     assert np.isfinite(decoded.numpy()).all()
+
+
+def test_a_copy_in_the_hugging_face_cache_is_reused(models_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # The cache layout huggingface_hub writes: refs/main names the snapshot folder that holds the files.
+    repo = tmp_path / "hub" / "models--kandinsky-community--kandinsky-2-2-decoder"
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], repo / "snapshots" / "abc123")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    empty = tmp_path / "diffusers"
+    path = loading.resolve(DECODER_ID, [str(empty)], "decoder")
+    assert path == (repo / "snapshots" / "abc123").resolve() and not empty.exists()

@@ -67,7 +67,7 @@ def test_validate_inputs_explains_a_missing_model(comfy, models_dir):
     assert "Kandinsky22DecoderLoader" in message and str(models_dir) in message and "searched" in message
 
 
-@pytest.mark.parametrize("negative_prompt,batch,width,height", [("", 1, 64, 64), ("low quality", 2, 96, 64)])
+@pytest.mark.parametrize("negative_prompt,batch,width,height", [("", 1, 64, 64), ("low quality", 2, 128, 64)])
 def test_txt2img_graph_matches_diffusers(nodes, loaded, models_dir, negative_prompt, batch, width, height):
     prior, decoder, movq = loaded
     positive, negative = call(nodes, "Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
@@ -93,14 +93,14 @@ def test_largest_seed_is_accepted(nodes, loaded):
 
 def test_movq_encode_decode_round_trip(nodes, loaded):
     movq = loaded[2]
-    image = torch.rand(2, 32, 48, 4)  # RGBA: alpha is dropped
+    image = torch.rand(2, 64, 128, 4)  # RGBA: alpha is dropped
     (latent,) = call(nodes, "Kandinsky22MoVQEncode", movq=movq, image=image)
-    assert latent["samples"].shape == (2, 4, 16, 24) and latent["kandinsky22"] is True
+    assert latent["samples"].shape == (2, 4, 8, 16) and latent["kandinsky22"] is True
     with torch.inference_mode():  # the loader ran under inference_mode, as in ComfyUI
         expected = movq.encode(image[..., :3].permute(0, 3, 1, 2) * 2 - 1).latents
     assert reference.max_diff(latent["samples"], expected) <= 1e-6
     (decoded,) = call(nodes, "Kandinsky22MoVQDecode", movq=movq, latent=latent)
-    assert decoded.shape == (2, 32, 48, 3) and 0 <= decoded.min() and decoded.max() <= 1
+    assert decoded.shape == (2, 64, 128, 3) and 0 <= decoded.min() and decoded.max() <= 1
 
 
 def test_sd_latent_is_a_clear_error(nodes, loaded):

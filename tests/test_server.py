@@ -10,7 +10,7 @@ import reference
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 
-def txt2img_graph(width=64, height=96, prior_steps=5, steps=4, seed=42, batch_size=1):
+def txt2img_graph(width=64, height=128, prior_steps=5, steps=4, seed=42, batch_size=1):
     """The shipped txt2img API workflow with sizes and steps turned down for the tiny weights."""
     graph = json.loads((WORKFLOWS / "api" / "txt2img.json").read_text())
     graph["3"]["inputs"].update(steps=prior_steps, batch_size=batch_size)
@@ -34,9 +34,9 @@ def test_txt2img_in_comfyui_gives_the_diffusers_pixels(server, models_dir):
     inputs = graph["3"]["inputs"]
     positive, negative = reference.prior(models_dir, inputs["prompt"], inputs["negative_prompt"],
                                          inputs["guidance_scale"], inputs["steps"], inputs["seed"], 2)
-    expected = reference.txt2img(models_dir, positive, negative, 64, 96, steps=4, seed=42)
+    expected = reference.txt2img(models_dir, positive, negative, 64, 128, steps=4, seed=42)
     got = saved_pixels(server, entry)
-    assert got.shape == (2, 96, 64, 3)
+    assert got.shape == (2, 128, 64, 3)
     # Float pixels match within 1e-4, so the saved bytes differ by at most one level where a value sits on a step.
     assert np.abs(got.astype(int) - as_saved(expected).astype(int)).max() <= 1
 

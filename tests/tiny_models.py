@@ -77,10 +77,11 @@ def make_prior():
 def make_movq():
     from diffusers import VQModel
 
-    return VQModel(block_out_channels=[32, 64], down_block_types=["DownEncoderBlock2D", "AttnDownEncoderBlock2D"],
-                   in_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8, norm_type="spatial",
-                   num_vq_embeddings=12, out_channels=3, up_block_types=["AttnUpDecoderBlock2D", "UpDecoderBlock2D"],
-                   vq_embed_dim=4)
+    # Four levels: 8 pixels per latent cell, as in the real MoVQ (and as the ControlNet hint block assumes).
+    return VQModel(block_out_channels=[32, 32, 64, 64], in_channels=3, latent_channels=4, layers_per_block=1,
+                   down_block_types=["DownEncoderBlock2D"] * 3 + ["AttnDownEncoderBlock2D"],
+                   up_block_types=["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 3,
+                   norm_num_groups=8, norm_type="spatial", num_vq_embeddings=12, out_channels=3, vq_embed_dim=4)
 
 
 def make_unet(kind: str):
