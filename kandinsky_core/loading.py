@@ -24,8 +24,10 @@ PRIOR = "prior"
 TEXT2IMG, INPAINT, CONTROLNET = "text2img", "inpaint", "controlnet"
 DECODER_KINDS = (TEXT2IMG, INPAINT, CONTROLNET)
 
+DEPTH = "depth"
 HUB_IDS = {
     PRIOR: ("kandinsky-community/kandinsky-2-2-prior",),
+    DEPTH: ("Intel/dpt-large", "Intel/dpt-hybrid-midas"),
     "decoder": (
         "kandinsky-community/kandinsky-2-2-decoder",
         "kandinsky-community/kandinsky-2-2-decoder-inpaint",
@@ -51,11 +53,14 @@ def _read_json(path: Path) -> dict | None:
 
 
 def model_kind(folder: str | os.PathLike) -> str | None:
-    """``prior``, a decoder kind (``text2img``, ``inpaint``, ``controlnet``) or None for anything else."""
+    """``prior``, a decoder kind (``text2img``, ``inpaint``, ``controlnet``), ``depth`` (a transformers
+    depth-estimation model) or None for anything else."""
     folder = Path(folder)
     index = _read_json(folder / "model_index.json")
     if not isinstance(index, dict):
-        return None
+        config = _read_json(folder / "config.json")
+        architectures = config.get("architectures") or [] if isinstance(config, dict) else []
+        return DEPTH if any(str(a).endswith("ForDepthEstimation") for a in architectures) else None
     if {"prior", "text_encoder", "tokenizer", "image_encoder"} <= index.keys():
         return PRIOR
     if not {"unet", "movq"} <= index.keys():
@@ -67,11 +72,11 @@ def model_kind(folder: str | os.PathLike) -> str | None:
 
 
 def family_of(kind: str | None) -> str | None:
-    return PRIOR if kind == PRIOR else "decoder" if kind in DECODER_KINDS else None
+    return "decoder" if kind in DECODER_KINDS else kind
 
 
 def list_models(roots: list[str], family: str) -> list[str]:
-    """The hub ids of ``family`` (``prior`` or ``decoder``), then every other matching folder."""
+    """The hub ids of ``family`` (``prior``, ``decoder`` or ``depth``), then every other matching folder."""
     names = list(HUB_IDS[family])
     homes = {hub_id.split("/", 1)[1] for hub_id in names}
     for root in roots:
@@ -93,7 +98,7 @@ def list_models(roots: list[str], family: str) -> list[str]:
 def _inside(root: Path, name: str) -> Path | None:
     """root/name when that stays inside root (no '..' or absolute tricks) and holds a model."""
     path = (root / name).resolve()
-    if path.is_relative_to(root.resolve()) and (path / "model_index.json").is_file():
+    if path.is_relative_to(root.resolve()) and model_kind(path):
         return path
     return None
 
@@ -150,12 +155,15 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
             path = _from_hub(name, resolved[0] / home)
     if path is None:
         raise KandinskyError(f"model '{name}' was not found; {_search_help(name, roots)}")
+    return check_family(name, path, family)
+
+
+def check_family(name: str, path: Path, family: str) -> Path:
     kind = model_kind(path)
     if family_of(kind) != family:
-        found = f"a Kandinsky 2.2 {kind} model" if kind else "no Kandinsky 2.2 model I recognise"
+        found = f"a {kind} model" if kind else "no model this package recognises"
         raise KandinskyError(
-            f"model '{name}' ({path}) is {found}, not a Kandinsky 2.2 {family}: pick a {family} such as "
-            f"'{HUB_IDS[family][0]}'."
+            f"model '{name}' ({path}) is {found}, not a {family} model: pick one such as '{HUB_IDS[family][0]}'."
         )
     return path
 
@@ -251,3 +259,22 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq),
                            movq.config.latent_channels, dtype)
     return bundle, movq
+
+
+@dataclass
+class DepthBundle:
+    """A transformers depth-estimation model and its image processor; travels as K22_DEPTH_MODEL."""
+    model: torch.nn.Module
+    processor: object
+    path: str
+
+
+def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> DepthBundle:
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    folder = Path(folder)
+    _check_weights(folder, ["."])
+    model = _load("depth model", folder, AutoModelForDepthEstimation.from_pretrained, folder,
+                  use_safetensors=True, dtype=dtype)
+    processor = _load("depth image processor", folder, AutoImageProcessor.from_pretrained, folder)
+    return DepthBundle(model, processor, str(folder))

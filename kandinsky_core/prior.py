@@ -46,33 +46,25 @@ def zero_embeds(bundle: PriorBundle, batch_size: int, device: torch.device) -> t
     return bundle.image_encoder(zeros)["image_embeds"].repeat(batch_size, 1)
 
 
-@torch.no_grad()
-def text_to_embeds(bundle: PriorBundle, prompt: str, negative_prompt: str = "", *, guidance_scale: float = 4.0,
-                   steps: int = 25, seed: int = 0, batch_size: int = 1, device: torch.device | str = "cpu",
-                   callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positive, negative) embeddings ``[batch_size, D]``.
-
-    An empty negative prompt means none: the negative is the zero-image embedding. A negative prompt is
-    sampled beside the prompt in one batch and also serves as their unconditional text, as the reference does.
-    """
+def _check(steps: int, batch_size: int) -> None:
     if steps < 2:
         raise KandinskyError(f"steps is {steps}: the prior's scheduler needs at least 2 steps.")
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
-    device = torch.device(device)
-    prompts, uncond = [prompt], None
-    if negative_prompt:
-        prompts, uncond = [prompt, negative_prompt], [negative_prompt] * 2
-    cfg = guidance_scale > 1
-    embeds, hidden, mask = _encode_text(bundle, prompts, uncond, batch_size, cfg, device)
 
-    scheduler = UnCLIPScheduler.from_config(bundle.scheduler_config)
-    scheduler.set_timesteps(steps, device=device)
-    timesteps = scheduler.timesteps
-    generator = torch.Generator("cpu").manual_seed(seed)
-    shape = (len(prompts) * batch_size, bundle.prior.config.embedding_dim)
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype)
-    latents = latents * scheduler.init_noise_sigma
+
+def _prompts(prompt: str, negative_prompt: str):
+    """The prompts sampled together and their unconditional texts: a negative prompt is sampled beside the
+    prompt and serves as both their unconditional text, as the reference does; empty means none."""
+    if negative_prompt:
+        return [prompt, negative_prompt], [negative_prompt] * 2
+    return [prompt], None
+
+
+def _denoise(bundle: PriorBundle, scheduler, latents, timesteps, text, guidance_scale, generator, callback):
+    """The prior's loop over ``timesteps``, then the embedding back in CLIP's scale; (positive, negative)."""
+    embeds, hidden, mask = text
+    cfg = guidance_scale > 1
     for i, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if cfg else latents
         pred = bundle.prior(model_input, timestep=t, proj_embedding=embeds, encoder_hidden_states=hidden,
@@ -85,7 +77,83 @@ def text_to_embeds(bundle: PriorBundle, prompt: str, negative_prompt: str = "", 
                                  prev_timestep=prev).prev_sample
         if callback is not None:
             callback(i, len(timesteps), latents)
-    latents = bundle.prior.post_process_latents(latents)
+    return bundle.prior.post_process_latents(latents)
+
+
+def _split(bundle: PriorBundle, latents, negative_prompt: str, device):
     if negative_prompt:
         return tuple(latents.chunk(2))
     return latents, zero_embeds(bundle, latents.shape[0], device)
+
+
+def _scheduler(bundle: PriorBundle, steps: int, device):
+    scheduler = UnCLIPScheduler.from_config(bundle.scheduler_config)
+    scheduler.set_timesteps(steps, device=device)
+    return scheduler
+
+
+@torch.no_grad()
+def text_to_embeds(bundle: PriorBundle, prompt: str, negative_prompt: str = "", *, guidance_scale: float = 4.0,
+                   steps: int = 25, seed: int = 0, batch_size: int = 1, device: torch.device | str = "cpu",
+                   callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) embeddings ``[batch_size, D]``, as KandinskyV22PriorPipeline makes them.
+    An empty negative prompt means none: the negative is then the zero-image embedding."""
+    _check(steps, batch_size)
+    device = torch.device(device)
+    prompts, uncond = _prompts(prompt, negative_prompt)
+    text = _encode_text(bundle, prompts, uncond, batch_size, guidance_scale > 1, device)
+    scheduler = _scheduler(bundle, steps, device)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    shape = (len(prompts) * batch_size, bundle.prior.config.embedding_dim)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=text[0].dtype)
+    latents = latents * scheduler.init_noise_sigma
+    latents = _denoise(bundle, scheduler, latents, scheduler.timesteps, text, guidance_scale, generator, callback)
+    return _split(bundle, latents, negative_prompt, device)
+
+
+def to_uint8_pictures(images: torch.Tensor) -> list:
+    """[B, 3, H, W] floats in 0..1 -> PIL pictures, the uint8 input the reference's processors get."""
+    from PIL import Image
+
+    pixels = (images.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(p) for p in pixels]
+
+
+@torch.no_grad()
+def image_to_embeds(bundle: PriorBundle, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """CLIP image embeddings ``[B, D]`` of pictures [B, 3, H, W] in 0..1, through the prior's own image
+    processor and encoder (the reference's PIL path)."""
+    device = torch.device(device)
+    pixel_values = bundle.image_processor(to_uint8_pictures(images), return_tensors="pt").pixel_values
+    return bundle.image_encoder(pixel_values.to(device=device, dtype=bundle.image_encoder.dtype))["image_embeds"]
+
+
+@torch.no_grad()
+def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: float = 0.3,
+            negative_prompt: str = "", *, guidance_scale: float = 4.0, steps: int = 25, seed: int = 0,
+            batch_size: int = 1, device: torch.device | str = "cpu",
+            callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negative) from a picture's embedding noised to ``strength`` and denoised towards the prompt,
+    as KandinskyV22PriorEmb2EmbPipeline does. ``images`` [1, 3, H, W] in 0..1 (a batch of pictures gives one
+    embedding per picture and batch_size item)."""
+    _check(steps, batch_size)
+    if not 0 <= strength <= 1:
+        raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
+    device = torch.device(device)
+    prompts, uncond = _prompts(prompt, negative_prompt)
+    text = _encode_text(bundle, prompts, uncond, batch_size, guidance_scale > 1, device)
+    image_embeds = image_to_embeds(bundle, images, device).repeat_interleave(batch_size, dim=0)
+    scheduler = _scheduler(bundle, steps, device)
+    t_start = steps - min(int(steps * strength), steps)
+    timesteps = scheduler.timesteps[t_start:]
+    batch = len(prompts) * batch_size
+    if batch % image_embeds.shape[0]:
+        raise KandinskyError(f"image has batch {images.shape[0]}: give one picture, or one per batch item.")
+    latents = torch.cat([image_embeds] * (batch // image_embeds.shape[0])).to(text[0].dtype)
+    if len(timesteps) == 0:
+        raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
+    generator = torch.Generator("cpu").manual_seed(seed)
+    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(batch))
+    latents = _denoise(bundle, scheduler, latents, timesteps, text, guidance_scale, generator, callback)
+    return _split(bundle, latents, negative_prompt, device)

@@ -3,6 +3,7 @@ and the node base class that names the node in every error."""
 from __future__ import annotations
 
 import functools
+import os
 
 import comfy.model_management as mm
 import comfy.utils
@@ -37,9 +38,19 @@ class K22Node:
         cls.run = wrapped
 
 
+DEPTH_FOLDER = "depth_estimation"
+# Appended, so that paths extra_model_paths.yaml gave this name before the pack loaded are kept.
+folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
+
+
 def diffusers_roots() -> list[str]:
     """Every models/diffusers folder ComfyUI knows, extra_model_paths.yaml ones included."""
     return list(folder_paths.get_folder_paths("diffusers"))
+
+
+def depth_roots() -> list[str]:
+    """Every models/depth_estimation folder ComfyUI knows."""
+    return list(folder_paths.get_folder_paths(DEPTH_FOLDER))
 
 
 def device() -> torch.device:
@@ -85,6 +96,14 @@ def image_to_bchw(image, name: str = "image") -> torch.Tensor:
         raise KandinskyError(f"{name} must be an IMAGE [batch, height, width, 3], got {shape}.")
     image = image[..., :3] if image.shape[-1] != 1 else image.expand(*image.shape[:-1], 3)
     return image.movedim(-1, 1).float()
+
+
+def as_mask(mask, name: str = "mask") -> torch.Tensor:
+    """ComfyUI MASK [B, H, W] or [H, W] -> [B, H, W] float."""
+    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise KandinskyError(f"{name} must be a MASK [batch, height, width], got {shape}.")
+    return (mask[None] if mask.ndim == 2 else mask).float()
 
 
 def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,18 @@
-"""Decode nodes: CLIP image embeddings -> MoVQ latents (LATENT)."""
+"""Decode nodes: CLIP image embeddings -> MoVQ latents (LATENT), one node per Kandinsky 2.2 decoder pipeline."""
 from ..kandinsky_core import KandinskyError, movq, sampling, schedulers
-from ..kandinsky_core.loading import HUB_ID_FOR_KIND, TEXT2IMG
+from ..kandinsky_core.loading import CONTROLNET, HUB_ID_FOR_KIND, INPAINT, TEXT2IMG
 from . import comfy_bridge as bridge
 from .prior import SEED
 
 SIZE_TOOLTIP = "{} in pixels; rounded up to the MoVQ's grid (64 px for the real model)."
+DECODER_HELP = {TEXT2IMG: "the text-to-image decoder (kandinsky-2-2-decoder)",
+                INPAINT: "the inpaint decoder (kandinsky-2-2-decoder-inpaint)",
+                CONTROLNET: "the ControlNet depth decoder (kandinsky-2-2-controlnet-depth)"}
+
+
+def size_inputs() -> dict:
+    return {name: ("INT", {"default": 768, "min": 64, "max": 4096, "step": 64,
+                           "tooltip": SIZE_TOOLTIP.format(name.capitalize())}) for name in ("width", "height")}
 
 
 def common_inputs() -> dict:
@@ -20,44 +28,119 @@ def common_inputs() -> dict:
     }
 
 
-def embeds_inputs(kind_help: str) -> dict:
+def batch_input() -> dict:
+    return {"batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Pictures per embedding."})}
+
+
+def strength_input(default: float) -> dict:
+    return {"strength": ("FLOAT", {"default": default, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                         "How much of the picture is repainted: 0 keeps it, 1 paints anew."})}
+
+
+def embeds_inputs(kind: str) -> dict:
     return {
-        "decoder": ("K22_DECODER", {"tooltip": f"From Kandinsky 2.2 Decoder Loader: {kind_help}."}),
+        "decoder": ("K22_DECODER", {"tooltip": f"From Kandinsky 2.2 Decoder Loader: {DECODER_HELP[kind]}."}),
         "positive": ("K22_EMBEDS", {"tooltip": "Image embeddings to paint (from a prior or embeds node)."}),
         "negative": ("K22_EMBEDS", {"tooltip": "Image embeddings to steer away from (a prior's negative)."}),
     }
 
 
-def check_kind(decoder, kind: str) -> None:
-    if getattr(decoder, "kind", None) != kind:
-        raise KandinskyError(
-            f"decoder is a {getattr(decoder, 'kind', 'unknown')} decoder but this node needs a {kind} decoder: "
-            f"load '{HUB_ID_FOR_KIND[kind]}' in Kandinsky 2.2 Decoder Loader.")
+LATENT_INPUT = ("LATENT", {"tooltip": "The picture to start from, from Kandinsky 2.2 MoVQ Encode."})
+HINT_INPUT = ("IMAGE", {"tooltip": "The depth hint: Kandinsky 2.2 Depth Hint, or any depth map (white = near); "
+                                   "resized to the output size."})
 
 
-class Kandinsky22Txt2Img(bridge.K22Node):
+class _Decode(bridge.K22Node):
+    """A decode node: checks the decoder's kind, runs one kandinsky_core sampler, returns a LATENT."""
+    KIND = TEXT2IMG
     CATEGORY = f"{bridge.CATEGORY}/decode"
     RETURN_TYPES = ("LATENT",)
+
+    def decode(self, sampler, decoder, steps: int, **inputs):
+        if getattr(decoder, "kind", None) != self.KIND:
+            raise KandinskyError(
+                f"decoder is a {getattr(decoder, 'kind', 'unknown')} decoder but this node needs a {self.KIND} "
+                f"decoder: load '{HUB_ID_FOR_KIND[self.KIND]}' in Kandinsky 2.2 Decoder Loader.")
+        dev = bridge.to_device(decoder.unet)
+        samples = sampler(decoder, steps=steps, device=dev, callback=bridge.step_callback(steps), **inputs)
+        return (bridge.make_latent(samples),)
+
+
+class Kandinsky22Txt2Img(_Decode):
     DESCRIPTION = ("Paints MoVQ latents from noise, guided by image embeddings (the second of Kandinsky 2.2's "
                    "stages). Decode them to pixels with Kandinsky 2.2 MoVQ Decode.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        common = common_inputs()
-        return {"required": {
-            **embeds_inputs("the text-to-image decoder (kandinsky-2-2-decoder)"),
-            "width": ("INT", {"default": 768, "min": 64, "max": 4096, "step": 64, "tooltip": SIZE_TOOLTIP.format("Width")}),
-            "height": ("INT", {"default": 768, "min": 64, "max": 4096, "step": 64, "tooltip": SIZE_TOOLTIP.format("Height")}),
-            **common,
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip":
-                           "Pictures per embedding."}),
-        }}
+        return {"required": {**embeds_inputs(TEXT2IMG), **size_inputs(), **common_inputs(), **batch_input()}}
 
     def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size):
-        check_kind(decoder, TEXT2IMG)
-        latent_hw = movq.latent_size(height, width, decoder.movq_scale_factor)
-        dev = bridge.to_device(decoder.unet)
-        samples = sampling.txt2img(
-            decoder, positive, negative, latent_hw=latent_hw, steps=steps, guidance_scale=guidance_scale,
-            seed=seed, batch_size=batch_size, scheduler=scheduler, device=dev, callback=bridge.step_callback(steps))
-        return (bridge.make_latent(samples),)
+        return self.decode(sampling.txt2img, decoder, steps, positive=positive, negative=negative,
+                           latent_hw=movq.latent_size(height, width, decoder.movq_scale_factor),
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler, batch_size=batch_size)
+
+
+class Kandinsky22Img2Img(_Decode):
+    DESCRIPTION = ("Repaints a picture (its MoVQ latents) towards image embeddings; strength sets how much "
+                   "changes. A batch of one picture or one embedding serves a batch of the other.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**embeds_inputs(TEXT2IMG), "latent": LATENT_INPUT, **strength_input(0.3),
+                             **common_inputs()}}
+
+    def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
+        return self.decode(sampling.img2img, decoder, steps, positive=positive, negative=negative,
+                           latents=bridge.latent_samples(latent), strength=strength, guidance_scale=guidance_scale,
+                           seed=seed, scheduler=scheduler)
+
+
+class Kandinsky22Inpaint(_Decode):
+    KIND = INPAINT
+    DESCRIPTION = ("Repaints the masked part of a picture (mask 1 = repaint, as ComfyUI's masks) with the inpaint "
+                   "decoder; the rest stays as it was.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            **embeds_inputs(INPAINT), "latent": LATENT_INPUT,
+            "mask": ("MASK", {"tooltip": "1 (white) = repaint, 0 = keep; resized to the picture's size. "
+                                         "LoadImage's mask of a picture without alpha is all 0: nothing changes."}),
+            **common_inputs()}}
+
+    def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
+        return self.decode(sampling.inpaint, decoder, steps, positive=positive, negative=negative,
+                           latents=bridge.latent_samples(latent), mask=bridge.as_mask(mask),
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
+
+
+class Kandinsky22ControlNet(_Decode):
+    KIND = CONTROLNET
+    DESCRIPTION = "Paints from noise like Text to Image, following the shapes of a depth hint (ControlNet depth)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**embeds_inputs(CONTROLNET), "hint": HINT_INPUT, **size_inputs(), **common_inputs(),
+                             **batch_input()}}
+
+    def run(self, decoder, positive, negative, hint, width, height, steps, guidance_scale, seed, scheduler,
+            batch_size):
+        return self.decode(sampling.txt2img, decoder, steps, positive=positive, negative=negative,
+                           latent_hw=movq.latent_size(height, width, decoder.movq_scale_factor),
+                           hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale, seed=seed,
+                           scheduler=scheduler, batch_size=batch_size)
+
+
+class Kandinsky22ControlNetImg2Img(_Decode):
+    KIND = CONTROLNET
+    DESCRIPTION = "Repaints a picture like Image to Image, following the shapes of a depth hint (ControlNet depth)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {**embeds_inputs(CONTROLNET), "latent": LATENT_INPUT, "hint": HINT_INPUT,
+                             **strength_input(0.5), **common_inputs()}}
+
+    def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
+        return self.decode(sampling.img2img, decoder, steps, positive=positive, negative=negative,
+                           latents=bridge.latent_samples(latent), hint=bridge.image_to_bchw(hint, "hint"),
+                           strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

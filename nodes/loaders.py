@@ -8,27 +8,34 @@ DTYPE_TOOLTIP = ("Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, 
 
 class _Loader(bridge.K22Node):
     FAMILY = ""
+    FOLDER = "diffusers"
     CATEGORY = f"{bridge.CATEGORY}/loaders"
 
     @classmethod
+    def roots(cls) -> list[str]:
+        return bridge.diffusers_roots() if cls.FOLDER == "diffusers" else bridge.depth_roots()
+
+    @classmethod
+    def model_input(cls) -> dict:
+        return {"model": (loading.list_models(cls.roots(), cls.FAMILY), {"tooltip": (
+            f"A {cls.FAMILY} model folder under models/{cls.FOLDER}, or a hub id: owner/name lives in "
+            f"models/{cls.FOLDER}/name and is downloaded there once if missing.")})}
+
+    @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (loading.list_models(bridge.diffusers_roots(), cls.FAMILY), {"tooltip": (
-                f"A Kandinsky 2.2 {cls.FAMILY} folder under models/diffusers, or an official hub id: "
-                f"owner/name lives in models/diffusers/name and is downloaded there once if missing.")}),
-            "dtype": (["auto", *loading.DTYPES], {"default": "auto", "tooltip": DTYPE_TOOLTIP}),
-        }}
+        return {"required": {**cls.model_input(),
+                             "dtype": (["auto", *loading.DTYPES], {"default": "auto", "tooltip": DTYPE_TOOLTIP})}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, model):
         # Our own check instead of ComfyUI's bare "Value not in list".
-        roots = bridge.diffusers_roots()
+        roots = cls.roots()
         if model in loading.list_models(roots, cls.FAMILY):
             return True
         return f"{cls.__name__}: model '{model}' was not found; {loading._search_help(model, roots)}"
 
     def resolve(self, model):
-        return loading.resolve(model, bridge.diffusers_roots(), self.FAMILY)
+        return loading.resolve(model, self.roots(), self.FAMILY)
 
 
 class Kandinsky22PriorLoader(_Loader):
@@ -51,3 +58,19 @@ class Kandinsky22DecoderLoader(_Loader):
 
     def run(self, model, dtype):
         return loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype))
+
+
+class Kandinsky22DepthLoader(_Loader):
+    FAMILY = loading.DEPTH
+    FOLDER = bridge.DEPTH_FOLDER
+    RETURN_TYPES = ("K22_DEPTH_MODEL",)
+    RETURN_NAMES = ("depth_model",)
+    DESCRIPTION = ("Loads a transformers depth-estimation model (such as Intel/dpt-large) from "
+                   "models/depth_estimation, for Kandinsky 2.2 Depth Hint.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls.model_input()}
+
+    def run(self, model):
+        return (loading.load_depth(self.resolve(model)),)

@@ -1,7 +1,8 @@
 """Tiny random-weight Kandinsky 2.2 models, saved as diffusers folders (safetensors) with diffusers' own
 pipeline classes, so that the package's loaders and diffusers' pipelines read the very same files.
 
-Run as a script to write them: ``python tests/tiny_models.py DIR`` -> DIR/kandinsky-2-2-prior, ...
+Run as a script to write them: ``python tests/tiny_models.py DIR`` -> DIR/kandinsky-2-2-prior, ... A tiny DPT
+depth-estimation model (transformers) is written by ``build_depth``.
 """
 from __future__ import annotations
 
@@ -121,6 +122,25 @@ def build(root: str | Path, kinds=tuple(NAMES), seed: int = 0) -> Path:
         pipe = make_prior() if kind == "prior" else make_decoder(kind)
         pipe.save_pretrained(target, safe_serialization=True)
     return root
+
+
+DEPTH_NAME = "dpt-large"  # the home of hub id Intel/dpt-large
+
+
+def build_depth(root: str | Path, seed: int = 0) -> Path:
+    """A tiny random DPT depth estimator and its processor under root/dpt-large (a models/depth_estimation)."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    target = Path(root) / DEPTH_NAME
+    if not (target / "config.json").is_file():
+        torch.manual_seed(seed)
+        config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+                           image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
+                           neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16,
+                           reassemble_factors=[4, 2, 1, 0.5])
+        DPTForDepthEstimation(config).save_pretrained(target)
+        DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=False).save_pretrained(target)
+    return Path(root)
 
 
 if __name__ == "__main__":

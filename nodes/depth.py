@@ -1,0 +1,22 @@
+"""Depth nodes: a picture -> a ControlNet depth hint (IMAGE)."""
+from ..kandinsky_core import depth
+from . import comfy_bridge as bridge
+
+
+class Kandinsky22DepthHint(bridge.K22Node):
+    CATEGORY = f"{bridge.CATEGORY}/depth"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("hint",)
+    DESCRIPTION = ("Estimates a picture's depth (white = near) as the hint for the ControlNet decoders, built as "
+                   "the Kandinsky 2.2 documentation builds it. Any other depth map IMAGE works as a hint too.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "depth_model": ("K22_DEPTH_MODEL", {"tooltip": "From Kandinsky 2.2 Depth Loader."}),
+            "image": ("IMAGE", {"tooltip": "The picture whose depth guides the decoder."}),
+        }}
+
+    def run(self, depth_model, image):
+        dev = bridge.to_device(depth_model.model)
+        return (bridge.bchw_to_image(depth.make_hint(depth_model, bridge.image_to_bchw(image), dev)),)

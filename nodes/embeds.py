@@ -1,0 +1,35 @@
+"""Embedding nodes: blends of K22_EMBEDS."""
+from ..kandinsky_core import embeds as embeds_stage
+from . import comfy_bridge as bridge
+
+
+def _pair(i: int) -> dict:
+    return {
+        f"embeds_{i}": ("K22_EMBEDS", {"tooltip": f"Embedding {i} (from Prior Encode, Image Encode, ...)."}),
+        f"weight_{i}": ("FLOAT", {"default": 0.5 if i < 3 else 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                  "tooltip": f"Weight of embedding {i}."}),
+    }
+
+
+class Kandinsky22EmbedsMix(bridge.K22Node):
+    CATEGORY = f"{bridge.CATEGORY}/embeds"
+    RETURN_TYPES = ("K22_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    DESCRIPTION = ("Blends 2 to 4 embeddings of texts and pictures. weighted_sum is the reference interpolate "
+                   "(the plain sum of weight x embedding; weights summing to 1 keep the scale); slerp blends "
+                   "along the sphere CLIP embeddings live on, with the weights as shares.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {**_pair(1), **_pair(2), "method": (list(embeds_stage.METHODS), {
+                "default": "weighted_sum", "tooltip": "weighted_sum: the reference interpolate; slerp: "
+                                                      "spherical blend, often smoother for two or more."})},
+            "optional": {**_pair(3), **_pair(4)},
+        }
+
+    def run(self, embeds_1, weight_1, embeds_2, weight_2, method, embeds_3=None, weight_3=0.0, embeds_4=None,
+            weight_4=0.0):
+        pairs = [(embeds_1, weight_1), (embeds_2, weight_2), (embeds_3, weight_3), (embeds_4, weight_4)]
+        pairs = [(e, float(w)) for e, w in pairs if e is not None]
+        return (embeds_stage.mix([e for e, _ in pairs], [w for _, w in pairs], method).to(bridge.out_device()),)
