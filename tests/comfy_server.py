@@ -44,8 +44,9 @@ def prepare_comfyui(workdir: Path) -> Path:
     return target
 
 
-def write_layout(workdir: Path, models_dir: Path) -> Path:
-    """custom_nodes/<this package> (a link to the repo) and an extra_model_paths.yaml naming it and the models."""
+def write_layout(workdir: Path, models_root: Path) -> Path:
+    """custom_nodes/<this package> (a link to the repo) and an extra_model_paths.yaml naming it and the models
+    (models_root/diffusers and models_root/depth_estimation)."""
     custom = workdir / "custom_nodes"
     custom.mkdir(parents=True, exist_ok=True)
     link = custom / PACKAGE_NAME
@@ -53,7 +54,8 @@ def write_layout(workdir: Path, models_dir: Path) -> Path:
         link.symlink_to(REPO, target_is_directory=True)
     config = workdir / "extra_model_paths.yaml"
     config.write_text(json.dumps({"kandinsky22": {  # JSON is YAML
-        "base_path": str(workdir), "custom_nodes": str(custom), "diffusers": str(models_dir)}}))
+        "base_path": str(models_root), "custom_nodes": str(custom), "diffusers": "diffusers",
+        "depth_estimation": "depth_estimation"}}))
     return config
 
 
@@ -66,10 +68,10 @@ def free_port() -> int:
 class ComfyServer:
     """Start with ``start()``; ``run(graph)`` queues an API-format prompt and waits for its history."""
 
-    def __init__(self, workdir: Path, models_dir: Path, extra_args: list[str] | None = None, cpu: bool = True):
+    def __init__(self, workdir: Path, models_root: Path, extra_args: list[str] | None = None, cpu: bool = True):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.models_dir = Path(models_dir)
+        self.models_root = Path(models_root)
         self.extra_args = (["--cpu"] if cpu else []) + (extra_args or [])
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -81,7 +83,7 @@ class ComfyServer:
 
     def start(self, timeout: float = 240) -> "ComfyServer":
         comfy = prepare_comfyui(self.workdir)
-        config = write_layout(self.workdir, self.models_dir)
+        config = write_layout(self.workdir, self.models_root)
         for d in (self.output_dir, self.input_dir):
             d.mkdir(exist_ok=True)
         cmd = [sys.executable, "main.py", "--listen", "127.0.0.1", "--port", str(self.port),

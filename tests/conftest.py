@@ -20,13 +20,23 @@ from comfy_server import ComfyServer, prepare_comfyui  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def models_dir(tmp_path_factory) -> Path:
-    """A models/diffusers folder holding the tiny models under their hub names."""
-    return tiny_models.build(tmp_path_factory.mktemp("models") / "diffusers")
+def models_root(tmp_path_factory) -> Path:
+    """A ComfyUI models folder holding the tiny models under their hub names."""
+    return tiny_models.build(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="session")
-def comfy(tmp_path_factory, models_dir):
+def models_dir(models_root) -> Path:
+    return models_root / "diffusers"
+
+
+@pytest.fixture(scope="session")
+def depth_dir(models_root) -> Path:
+    return models_root / "depth_estimation"
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, models_dir, depth_dir):
     """This package imported as ComfyUI imports it, with ComfyUI's modules on sys.path (no server)."""
     comfy_dir = prepare_comfyui(tmp_path_factory.mktemp("comfy"))
     sys.path.insert(0, str(comfy_dir))
@@ -36,6 +46,7 @@ def comfy(tmp_path_factory, models_dir):
     import folder_paths
 
     folder_paths.add_model_folder_path("diffusers", str(models_dir))
+    folder_paths.add_model_folder_path("depth_estimation", str(depth_dir))
     spec = importlib.util.spec_from_file_location(
         "comfyui_kandinsky22", REPO / "__init__.py", submodule_search_locations=[str(REPO)])
     package = importlib.util.module_from_spec(spec)
@@ -45,7 +56,7 @@ def comfy(tmp_path_factory, models_dir):
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory, models_dir):
-    srv = ComfyServer(tmp_path_factory.mktemp("server"), models_dir).start()
+def server(tmp_path_factory, models_root):
+    srv = ComfyServer(tmp_path_factory.mktemp("server"), models_root).start()
     yield srv
     srv.stop()

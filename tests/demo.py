@@ -34,15 +34,15 @@ def real_models_ready(models: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=HERE.parent / "demo_output")
-    parser.add_argument("--models", type=Path, help="a models/diffusers folder (default: OUT/models/diffusers)")
+    parser.add_argument("--models", type=Path, help="a ComfyUI models folder, holding diffusers/ (default: OUT/models)")
     args = parser.parse_args()
-    models = args.models or args.out / "models" / "diffusers"
-    models.mkdir(parents=True, exist_ok=True)
+    models = args.models or args.out / "models"
+    (models / "diffusers").mkdir(parents=True, exist_ok=True)
     graph = json.loads((HERE.parent / "workflows" / "api" / "txt2img.json").read_text())
-    if real_models_ready(models):
+    if real_models_ready(models / "diffusers"):
         print(f"[demo] REAL Kandinsky 2.2 weights from {models}: 768x768, 25 prior + 50 decoder steps.")
     else:
-        models = tiny_models.build(args.out / "tiny" / "diffusers")
+        models = tiny_models.build(args.out / "tiny")
         graph["3"]["inputs"]["steps"] = 5
         graph["4"]["inputs"].update(width=128, height=128, steps=10)
         print(f"[demo] TINY RANDOM TEST WEIGHTS ({models}): the pipeline is real, the picture is noise, "

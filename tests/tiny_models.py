@@ -1,8 +1,8 @@
 """Tiny random-weight Kandinsky 2.2 models, saved as diffusers folders (safetensors) with diffusers' own
 pipeline classes, so that the package's loaders and diffusers' pipelines read the very same files.
 
-Run as a script to write them: ``python tests/tiny_models.py DIR`` -> DIR/kandinsky-2-2-prior, ... A tiny DPT
-depth-estimation model (transformers) is written by ``build_depth``.
+Run as a script to write them: ``python tests/tiny_models.py DIR`` -> DIR/diffusers/kandinsky-2-2-prior, ...
+and a tiny DPT depth-estimation model (transformers) in DIR/depth_estimation/dpt-large.
 """
 from __future__ import annotations
 
@@ -111,16 +111,17 @@ def make_decoder(kind: str = "text2img"):
     return pipeline(unet=make_unet(kind), scheduler=scheduler, movq=make_movq())
 
 
-def build(root: str | Path, kinds=tuple(NAMES), seed: int = 0) -> Path:
-    """Write the tiny models of ``kinds`` under root (a models/diffusers folder); skip those already there."""
+def build(root: str | Path, seed: int = 0) -> Path:
+    """Write every tiny model under root, a ComfyUI models folder: root/diffusers/<hub name> for the Kandinsky
+    models and root/depth_estimation/dpt-large for the depth model. Models already there are kept."""
     root = Path(root)
-    for i, kind in enumerate(kinds):
-        target = root / NAMES[kind]
-        if (target / "model_index.json").is_file():
-            continue
-        torch.manual_seed(seed + i)
-        pipe = make_prior() if kind == "prior" else make_decoder(kind)
-        pipe.save_pretrained(target, safe_serialization=True)
+    for i, kind in enumerate(NAMES):
+        target = root / "diffusers" / NAMES[kind]
+        if not (target / "model_index.json").is_file():
+            torch.manual_seed(seed + i)
+            pipe = make_prior() if kind == "prior" else make_decoder(kind)
+            pipe.save_pretrained(target, safe_serialization=True)
+    build_depth(root / "depth_estimation", seed)
     return root
 
 
