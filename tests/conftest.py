@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no network in tests: hub ids resolve on disk or fail fast
 
@@ -60,3 +61,15 @@ def server(tmp_path_factory, models_root):
     srv = ComfyServer(tmp_path_factory.mktemp("server"), models_root).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def run_node(comfy):
+    """Call a node's function as ComfyUI does (under inference_mode): run_node("Kandinsky22Txt2Img", ...)."""
+    instances = {name: cls() for name, cls in comfy.NODE_CLASS_MAPPINGS.items()}
+
+    def run(name, **inputs):
+        with torch.inference_mode():
+            return getattr(instances[name], instances[name].FUNCTION)(**inputs)
+
+    return run

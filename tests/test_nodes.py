@@ -20,19 +20,9 @@ PRIOR_ID, DECODER_ID = "kandinsky-community/kandinsky-2-2-prior", "kandinsky-com
 
 
 @pytest.fixture(scope="module")
-def nodes(comfy):
-    return {name: cls() for name, cls in comfy.NODE_CLASS_MAPPINGS.items()}
-
-
-def call(nodes, name, **inputs):
-    with torch.inference_mode():
-        return nodes[name].run(**inputs)
-
-
-@pytest.fixture(scope="module")
-def loaded(nodes):
-    (prior,) = call(nodes, "Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
-    decoder, movq = call(nodes, "Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+def loaded(run_node):
+    (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
+    decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
     return prior, decoder, movq
 
 
@@ -68,54 +58,54 @@ def test_validate_inputs_explains_a_missing_model(comfy, models_dir):
 
 
 @pytest.mark.parametrize("negative_prompt,batch,width,height", [("", 1, 64, 64), ("low quality", 2, 128, 64)])
-def test_txt2img_graph_matches_diffusers(nodes, loaded, models_dir, negative_prompt, batch, width, height):
+def test_txt2img_graph_matches_diffusers(run_node, loaded, models_dir, negative_prompt, batch, width, height):
     prior, decoder, movq = loaded
-    positive, negative = call(nodes, "Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
+    positive, negative = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
                               negative_prompt=negative_prompt, guidance_scale=4.0, steps=5, seed=42, batch_size=batch)
     ref_pos, ref_neg = reference.prior(models_dir, "a red cat", negative_prompt, 4.0, 5, 42, batch)
     assert reference.max_diff(positive, ref_pos) <= 1e-4 and reference.max_diff(negative, ref_neg) <= 1e-4
-    (latent,) = call(nodes, "Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=width,
+    (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=width,
                      height=height, steps=4, guidance_scale=4.0, seed=7, scheduler="default", batch_size=1)
-    (image,) = call(nodes, "Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    (image,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
     expected = reference.txt2img(models_dir, ref_pos, ref_neg, width, height, steps=4, seed=7)
     assert image.shape == (batch, height, width, 3)
     assert reference.max_diff(image, expected) <= 1e-4
 
 
-def test_largest_seed_is_accepted(nodes, loaded):
-    positive, negative = call(nodes, "Kandinsky22PriorEncode", prior=loaded[0], prompt="a cat", negative_prompt="",
+def test_largest_seed_is_accepted(run_node, loaded):
+    positive, negative = run_node("Kandinsky22PriorEncode", prior=loaded[0], prompt="a cat", negative_prompt="",
                               guidance_scale=4.0, steps=2, seed=0xFFFFFFFFFFFFFFFF, batch_size=1)
-    (latent,) = call(nodes, "Kandinsky22Txt2Img", decoder=loaded[1], positive=positive, negative=negative, width=64,
+    (latent,) = run_node("Kandinsky22Txt2Img", decoder=loaded[1], positive=positive, negative=negative, width=64,
                      height=64, steps=1, guidance_scale=4.0, seed=0xFFFFFFFFFFFFFFFF, scheduler="default",
                      batch_size=1)
     assert torch.isfinite(latent["samples"]).all()
 
 
-def test_movq_encode_decode_round_trip(nodes, loaded):
+def test_movq_encode_decode_round_trip(run_node, loaded):
     movq = loaded[2]
     image = torch.rand(2, 64, 128, 4)  # RGBA: alpha is dropped
-    (latent,) = call(nodes, "Kandinsky22MoVQEncode", movq=movq, image=image)
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
     assert latent["samples"].shape == (2, 4, 8, 16) and latent["kandinsky22"] is True
     with torch.inference_mode():  # the loader ran under inference_mode, as in ComfyUI
         expected = movq.encode(image[..., :3].permute(0, 3, 1, 2) * 2 - 1).latents
     assert reference.max_diff(latent["samples"], expected) <= 1e-6
-    (decoded,) = call(nodes, "Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    (decoded,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
     assert decoded.shape == (2, 64, 128, 3) and 0 <= decoded.min() and decoded.max() <= 1
 
 
-def test_sd_latent_is_a_clear_error(nodes, loaded):
+def test_sd_latent_is_a_clear_error(run_node, loaded):
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
     with pytest.raises(ValueError, match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
-        call(nodes, "Kandinsky22MoVQDecode", movq=loaded[2], latent=sd_latent)
+        run_node("Kandinsky22MoVQDecode", movq=loaded[2], latent=sd_latent)
 
 
-def test_wrong_decoder_kind_is_a_clear_error(nodes, loaded):
-    (inpaint, _) = call(nodes, "Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
+def test_wrong_decoder_kind_is_a_clear_error(run_node, loaded):
+    (inpaint, _) = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
                         dtype="fp32")
     embeds = torch.zeros(1, tiny_models.EMBED)
     with pytest.raises(ValueError, match="Kandinsky22Txt2Img: decoder is a inpaint decoder but this node needs a "
                                          "text2img decoder: load 'kandinsky-community/kandinsky-2-2-decoder'"):
-        call(nodes, "Kandinsky22Txt2Img", decoder=inpaint, positive=embeds, negative=embeds, width=64, height=64,
+        run_node("Kandinsky22Txt2Img", decoder=inpaint, positive=embeds, negative=embeds, width=64, height=64,
              steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
 
 
@@ -127,7 +117,7 @@ def test_wrong_decoder_kind_is_a_clear_error(nodes, loaded):
     ("Kandinsky22PriorEncode", dict(steps=1), "Kandinsky22PriorEncode: steps is 1"),
     ("Kandinsky22MoVQEncode", dict(image=torch.zeros(8, 8, 3)), r"Kandinsky22MoVQEncode: image must be an IMAGE"),
 ])
-def test_bad_inputs_name_the_node_and_input(nodes, loaded, node, inputs, message):
+def test_bad_inputs_name_the_node_and_input(run_node, loaded, node, inputs, message):
     prior, decoder, movq = loaded
     embeds = torch.zeros(1, tiny_models.EMBED)
     defaults = {
@@ -139,4 +129,4 @@ def test_bad_inputs_name_the_node_and_input(nodes, loaded, node, inputs, message
         "Kandinsky22MoVQEncode": dict(movq=movq),
     }[node]
     with pytest.raises(ValueError, match=message):
-        call(nodes, node, **(defaults | inputs))
+        run_node(node, **(defaults | inputs))
