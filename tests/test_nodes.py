@@ -13,6 +13,21 @@ CONTRACT = {
                                 "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
     "Kandinsky22Txt2Img": (["decoder", "positive", "negative", "width", "height", "steps", "guidance_scale", "seed",
                             "scheduler", "batch_size"], ("LATENT",)),
+    "Kandinsky22DepthLoader": (["model"], ("K22_DEPTH_MODEL",)),
+    "Kandinsky22PriorEmb2Emb": (["prior", "prompt", "image", "strength", "negative_prompt", "guidance_scale", "steps",
+                                 "seed", "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
+    "Kandinsky22ImageEncode": (["prior", "image"], ("K22_EMBEDS",)),
+    "Kandinsky22EmbedsMix": (["embeds_1", "weight_1", "embeds_2", "weight_2", "method", "embeds_3", "weight_3",
+                              "embeds_4", "weight_4"], ("K22_EMBEDS",)),
+    "Kandinsky22DepthHint": (["depth_model", "image"], ("IMAGE",)),
+    "Kandinsky22Img2Img": (["decoder", "positive", "negative", "latent", "strength", "steps", "guidance_scale", "seed",
+                            "scheduler"], ("LATENT",)),
+    "Kandinsky22Inpaint": (["decoder", "positive", "negative", "latent", "mask", "steps", "guidance_scale", "seed",
+                            "scheduler"], ("LATENT",)),
+    "Kandinsky22ControlNet": (["decoder", "positive", "negative", "hint", "width", "height", "steps", "guidance_scale",
+                               "seed", "scheduler", "batch_size"], ("LATENT",)),
+    "Kandinsky22ControlNetImg2Img": (["decoder", "positive", "negative", "latent", "hint", "strength", "steps",
+                                      "guidance_scale", "seed", "scheduler"], ("LATENT",)),
     "Kandinsky22MoVQEncode": (["movq", "image"], ("LATENT",)),
     "Kandinsky22MoVQDecode": (["movq", "latent"], ("IMAGE",)),
 }
@@ -30,8 +45,10 @@ def test_contract(comfy):
     mappings = comfy.NODE_CLASS_MAPPINGS
     for name, (inputs, outputs) in CONTRACT.items():
         cls = mappings[name]
-        assert list(cls.INPUT_TYPES()["required"]) == inputs, name
+        declared = cls.INPUT_TYPES()
+        assert [*declared["required"], *declared.get("optional", {})] == inputs, name
         assert cls.RETURN_TYPES == outputs, name
+    assert set(mappings) == set(CONTRACT)
     for name, cls in mappings.items():
         assert cls.CATEGORY.startswith("Kandinsky 2.2/") and cls.DESCRIPTION, name
         assert name in comfy.NODE_DISPLAY_NAME_MAPPINGS
@@ -130,3 +147,32 @@ def test_bad_inputs_name_the_node_and_input(run_node, loaded, node, inputs, mess
     }[node]
     with pytest.raises(ValueError, match=message):
         run_node(node, **(defaults | inputs))
+
+
+@pytest.mark.parametrize("node,kind,needs", [
+    ("Kandinsky22Inpaint", "text2img", "kandinsky-2-2-decoder-inpaint"),
+    ("Kandinsky22ControlNet", "text2img", "kandinsky-2-2-controlnet-depth"),
+    ("Kandinsky22Img2Img", "controlnet", "kandinsky-2-2-decoder'"),
+])
+def test_every_decode_node_names_the_decoder_it_needs(run_node, loaded, node, kind, needs):
+    hub = {"text2img": DECODER_ID, "controlnet": "kandinsky-community/kandinsky-2-2-controlnet-depth"}[kind]
+    decoder, movq = run_node("Kandinsky22DecoderLoader", model=hub, dtype="auto")
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    latent = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))[0]
+    inputs = dict(decoder=decoder, positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0,
+                  scheduler="default")
+    extra = {"Kandinsky22Inpaint": dict(latent=latent, mask=torch.ones(1, 64, 64)),
+             "Kandinsky22ControlNet": dict(hint=torch.rand(1, 64, 64, 3), width=64, height=64, batch_size=1),
+             "Kandinsky22Img2Img": dict(latent=latent, strength=0.5)}[node]
+    with pytest.raises(ValueError, match=f"{node}: decoder is a {kind} decoder.*{needs}"):
+        run_node(node, **inputs, **extra)
+
+
+def test_hints_and_pictures_of_other_sizes_are_resized(run_node):
+    decoder, movq = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-controlnet-depth",
+                             dtype="auto")
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    (latent,) = run_node("Kandinsky22ControlNet", decoder=decoder, positive=embeds, negative=embeds,
+                         hint=torch.rand(1, 50, 90, 3), width=128, height=64, steps=1, guidance_scale=4.0, seed=0,
+                         scheduler="default", batch_size=2)
+    assert latent["samples"].shape == (2, 4, 8, 16)
