@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import KandinskyError
-from .movq import scale_factor
+from .movq import preview_factors, scale_factor
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,7 @@ class DecoderBundle:
     path: str
     movq_scale_factor: int  # pixels per latent cell of the MoVQ that came with it
     latent_channels: int  # the MoVQ's latent channels (the UNet may take more: mask, hint)
+    preview_factors: torch.Tensor  # [latent_channels, 3]: latent cell -> colour, for previews
     dtype: torch.dtype = torch.float32
 
 
@@ -257,7 +258,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
     config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq),
-                           movq.config.latent_channels, dtype)
+                           movq.config.latent_channels, preview_factors(movq), dtype)
     return bundle, movq
 
 

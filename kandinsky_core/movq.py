@@ -44,3 +44,17 @@ def encode(movq, images: torch.Tensor, device: torch.device | str = "cpu") -> to
         images = images.clamp(0, 1)
     param = next(movq.parameters())
     return movq.encode((images * 2 - 1).to(device=device, dtype=param.dtype))["latents"]
+
+
+@torch.no_grad()
+def preview_factors(movq, samples: int = 4, seed: int = 0) -> torch.Tensor:
+    """A [C, 3] matrix taking one latent cell to roughly its pixels' colour in -1..1: a least-squares fit of
+    decoded random latents, pooled to the latent grid. Cheap previews while sampling, for any MoVQ."""
+    param = next(movq.parameters())
+    factor, channels = scale_factor(movq), movq.config.latent_channels
+    latents = torch.randn(samples, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
+    pixels = movq.decode(latents.to(param.device, param.dtype), force_not_quantize=True)["sample"].float().cpu()
+    pooled = F.avg_pool2d(pixels, factor)
+    x = latents.permute(0, 2, 3, 1).reshape(-1, channels)
+    y = pooled.permute(0, 2, 3, 1).reshape(-1, 3)
+    return torch.linalg.lstsq(x, y).solution

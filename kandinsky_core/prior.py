@@ -29,7 +29,7 @@ def _encode_text(bundle: PriorBundle, prompts: list[str], uncond: list[str] | No
         return [x.repeat_interleave(repeat, dim=0) for x in (out.text_embeds, out.last_hidden_state, mask)]
 
     for text in prompts:
-        if len(tokenizer(text).input_ids) > tokenizer.model_max_length:
+        if len(tokenizer(text, verbose=False).input_ids) > tokenizer.model_max_length:
             log.warning("Kandinsky 2.2: prompt longer than CLIP's %d tokens was truncated: %r",
                         tokenizer.model_max_length, text)
     cond = encode(prompts)

@@ -2,13 +2,19 @@
 and the node base class that names the node in every error."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import os
+import weakref
 
 import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 import torch
+from comfy.cli_args import LatentPreviewMethod, args
+from comfy.model_patcher import ModelPatcher
+from PIL import Image
 
 from ..kandinsky_core import KandinskyError
 from ..kandinsky_core.loading import DTYPES
@@ -16,6 +22,7 @@ from ..kandinsky_core.loading import DTYPES
 CATEGORY = "Kandinsky 2.2"
 LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
+PREVIEW_SIZE = 512  # longest side of a preview, as ComfyUI's own
 
 
 class K22Node:
@@ -69,24 +76,75 @@ def dtype_for(choice: str) -> torch.dtype:
     return DTYPES[choice]
 
 
-def to_device(*modules: torch.nn.Module) -> torch.device:
-    """Put the models on ComfyUI's compute device and return it."""
-    dev = device()
-    for module in modules:
-        module.to(dev)
-    return dev
+class KandinskyModel(torch.nn.Module):
+    """Holds one diffusers/transformers model for ComfyUI's ModelPatcher, which sets attributes such as
+    ``device`` that are read-only properties on those models."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
 
 
-def step_callback(steps: int):
-    """A per-step callback: moves ComfyUI's progress bar and stops at once when the user cancels."""
+class KandinskyPatcher(ModelPatcher):
+    def patch_model_lowvram(self, device_to=None, *args, **kwargs):
+        # The 2024-03 partial load moves only modules with a weight and leaves buffers and bare parameters (the
+        # prior's positional_embedding, clip_mean, ...) behind: always load whole models.
+        return self.patch_model(device_to)
+
+
+_patchers: "weakref.WeakKeyDictionary[torch.nn.Module, KandinskyPatcher]" = weakref.WeakKeyDictionary()
+# Today's ComfyUI can be told to load whole models; the 2024-03 one is told through KandinskyPatcher.
+_FULL_LOAD = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
+
+
+def patcher(module: torch.nn.Module) -> KandinskyPatcher:
+    """The one ModelPatcher of a model, made on first use, so ComfyUI's manager tracks it like its own."""
+    if module not in _patchers:
+        _patchers[module] = KandinskyPatcher(KandinskyModel(module), load_device=device(),
+                                             offload_device=mm.unet_offload_device())
+    return _patchers[module]
+
+
+def activation_bytes(batch: int, height: int, width: int, dtype: torch.dtype, scale: float = 1.0) -> int:
+    """Memory the activations of a run take beside the weights: ComfyUI's own estimate for an SD UNet of the
+    same latent area, times ``scale`` (more for the MoVQ, which works at full resolution)."""
+    return int(batch * height * width * mm.dtype_size(dtype) / 50 * 1024 * 1024 * scale)
+
+
+@contextlib.contextmanager
+def loaded(*modules: torch.nn.Module, memory_required: int = 0):
+    """Load whole models on ComfyUI's device through its manager (which frees what others hold if it must) and
+    yield the device. Under --lowvram/--novram they are unloaded again when the node is done."""
+    patchers = [patcher(m) for m in modules]
+    mm.load_models_gpu(patchers, memory_required=memory_required, **_FULL_LOAD)
+    try:
+        yield device()
+    finally:
+        if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
+            for i in reversed(range(len(mm.current_loaded_models))):
+                if mm.current_loaded_models[i].model in patchers:
+                    mm.current_loaded_models.pop(i).model_unload()
+
+
+def step_callback(steps: int, preview_factors: torch.Tensor | None = None):
+    """A per-step callback: moves ComfyUI's progress bar (with a cheap latent-to-RGB preview where previews are
+    on) and stops at once when the user cancels."""
     bar = comfy.utils.ProgressBar(steps)
+    previews = preview_factors is not None and args.preview_method != LatentPreviewMethod.NoPreviews
 
     def callback(step: int, total: int, sample: torch.Tensor) -> None:
-        bar.update_absolute(step + 1, total)
         mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(step + 1, total, preview_image(sample, preview_factors) if previews else None)
 
     mm.throw_exception_if_processing_interrupted()
     return callback
+
+
+def preview_image(latents: torch.Tensor, factors: torch.Tensor):
+    """("JPEG", picture, max size): the first latent of a batch as colours, the form ComfyUI's previews take."""
+    rgb = latents[0].float().permute(1, 2, 0).cpu() @ factors
+    pixels = ((rgb + 1) / 2).clamp(0, 1).mul(255).byte().numpy()
+    return "JPEG", Image.fromarray(pixels), PREVIEW_SIZE
 
 
 def image_to_bchw(image, name: str = "image") -> torch.Tensor:

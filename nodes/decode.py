@@ -1,4 +1,6 @@
 """Decode nodes: CLIP image embeddings -> MoVQ latents (LATENT), one node per Kandinsky 2.2 decoder pipeline."""
+import torch
+
 from ..kandinsky_core import KandinskyError, movq, sampling, schedulers
 from ..kandinsky_core.loading import CONTROLNET, HUB_ID_FOR_KIND, INPAINT, TEXT2IMG
 from . import comfy_bridge as bridge
@@ -56,14 +58,22 @@ class _Decode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/decode"
     RETURN_TYPES = ("LATENT",)
 
-    def decode(self, sampler, decoder, steps: int, **inputs):
+    def decode(self, sampler, decoder, steps: int, latent_hw, batch: int, /, **inputs):
+        """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents of ``latent_hw``."""
         if getattr(decoder, "kind", None) != self.KIND:
             raise KandinskyError(
                 f"decoder is a {getattr(decoder, 'kind', 'unknown')} decoder but this node needs a {self.KIND} "
                 f"decoder: load '{HUB_ID_FOR_KIND[self.KIND]}' in Kandinsky 2.2 Decoder Loader.")
-        dev = bridge.to_device(decoder.unet)
-        samples = sampler(decoder, steps=steps, device=dev, callback=bridge.step_callback(steps), **inputs)
+        need = bridge.activation_bytes(2 * batch, *latent_hw, decoder.dtype)  # both guidance halves
+        with bridge.loaded(decoder.unet, memory_required=need) as dev:
+            samples = sampler(decoder, steps=steps, device=dev, **inputs,
+                              callback=bridge.step_callback(steps, decoder.preview_factors))
         return (bridge.make_latent(samples),)
+
+
+def batch_of(*tensors) -> int:
+    """The largest batch among the inputs, for the memory estimate (the sampler checks them properly)."""
+    return max([t.shape[0] for t in tensors if isinstance(t, torch.Tensor) and t.ndim] or [1])
 
 
 class Kandinsky22Txt2Img(_Decode):
@@ -75,9 +85,10 @@ class Kandinsky22Txt2Img(_Decode):
         return {"required": {**embeds_inputs(TEXT2IMG), **size_inputs(), **common_inputs(), **batch_input()}}
 
     def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size):
-        return self.decode(sampling.txt2img, decoder, steps, positive=positive, negative=negative,
-                           latent_hw=movq.latent_size(height, width, decoder.movq_scale_factor),
-                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler, batch_size=batch_size)
+        latent_hw = movq.latent_size(height, width, decoder.movq_scale_factor)
+        return self.decode(sampling.txt2img, decoder, steps, latent_hw, batch_of(positive, negative) * batch_size,
+                           positive=positive, negative=negative, latent_hw=latent_hw, guidance_scale=guidance_scale,
+                           seed=seed, scheduler=scheduler, batch_size=batch_size)
 
 
 class Kandinsky22Img2Img(_Decode):
@@ -90,9 +101,10 @@ class Kandinsky22Img2Img(_Decode):
                              **common_inputs()}}
 
     def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
-        return self.decode(sampling.img2img, decoder, steps, positive=positive, negative=negative,
-                           latents=bridge.latent_samples(latent), strength=strength, guidance_scale=guidance_scale,
-                           seed=seed, scheduler=scheduler)
+        latents = bridge.latent_samples(latent)
+        return self.decode(sampling.img2img, decoder, steps, latents.shape[-2:], batch_of(positive, latents),
+                           positive=positive, negative=negative, latents=latents, strength=strength,
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
 class Kandinsky22Inpaint(_Decode):
@@ -109,8 +121,9 @@ class Kandinsky22Inpaint(_Decode):
             **common_inputs()}}
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
-        return self.decode(sampling.inpaint, decoder, steps, positive=positive, negative=negative,
-                           latents=bridge.latent_samples(latent), mask=bridge.as_mask(mask),
+        latents = bridge.latent_samples(latent)
+        return self.decode(sampling.inpaint, decoder, steps, latents.shape[-2:], batch_of(positive, latents, mask),
+                           positive=positive, negative=negative, latents=latents, mask=bridge.as_mask(mask),
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -125,10 +138,11 @@ class Kandinsky22ControlNet(_Decode):
 
     def run(self, decoder, positive, negative, hint, width, height, steps, guidance_scale, seed, scheduler,
             batch_size):
-        return self.decode(sampling.txt2img, decoder, steps, positive=positive, negative=negative,
-                           latent_hw=movq.latent_size(height, width, decoder.movq_scale_factor),
-                           hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale, seed=seed,
-                           scheduler=scheduler, batch_size=batch_size)
+        latent_hw = movq.latent_size(height, width, decoder.movq_scale_factor)
+        return self.decode(sampling.txt2img, decoder, steps, latent_hw,
+                           batch_of(positive, negative, hint) * batch_size, positive=positive, negative=negative,
+                           latent_hw=latent_hw, hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale,
+                           seed=seed, scheduler=scheduler, batch_size=batch_size)
 
 
 class Kandinsky22ControlNetImg2Img(_Decode):
@@ -141,6 +155,7 @@ class Kandinsky22ControlNetImg2Img(_Decode):
                              **strength_input(0.5), **common_inputs()}}
 
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
-        return self.decode(sampling.img2img, decoder, steps, positive=positive, negative=negative,
-                           latents=bridge.latent_samples(latent), hint=bridge.image_to_bchw(hint, "hint"),
+        latents = bridge.latent_samples(latent)
+        return self.decode(sampling.img2img, decoder, steps, latents.shape[-2:], batch_of(positive, latents, hint),
+                           positive=positive, negative=negative, latents=latents, hint=bridge.image_to_bchw(hint, "hint"),
                            strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

@@ -18,5 +18,5 @@ class Kandinsky22DepthHint(bridge.K22Node):
         }}
 
     def run(self, depth_model, image):
-        dev = bridge.to_device(depth_model.model)
-        return (bridge.bchw_to_image(depth.make_hint(depth_model, bridge.image_to_bchw(image), dev)),)
+        with bridge.loaded(depth_model.model) as dev:
+            return (bridge.bchw_to_image(depth.make_hint(depth_model, bridge.image_to_bchw(image), dev)),)

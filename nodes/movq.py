@@ -3,6 +3,14 @@ from ..kandinsky_core import movq as movq_stage
 from . import comfy_bridge as bridge
 
 
+def loaded(movq, batch: int, height: int, width: int):
+    """The MoVQ on ComfyUI's device, with room for its full-resolution activations."""
+    factor = movq_stage.scale_factor(movq)
+    dtype = next(movq.parameters()).dtype
+    return bridge.loaded(movq, memory_required=bridge.activation_bytes(batch, height // factor, width // factor,
+                                                                       dtype, scale=4.0))
+
+
 class Kandinsky22MoVQEncode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/movq"
     RETURN_TYPES = ("LATENT",)
@@ -17,8 +25,9 @@ class Kandinsky22MoVQEncode(bridge.K22Node):
         }}
 
     def run(self, movq, image):
-        dev = bridge.to_device(movq)
-        return (bridge.make_latent(movq_stage.encode(movq, bridge.image_to_bchw(image).to(dev), dev)),)
+        pixels = bridge.image_to_bchw(image)
+        with loaded(movq, pixels.shape[0], *pixels.shape[-2:]) as dev:
+            return (bridge.make_latent(movq_stage.encode(movq, pixels, dev)),)
 
 
 class Kandinsky22MoVQDecode(bridge.K22Node):
@@ -35,6 +44,7 @@ class Kandinsky22MoVQDecode(bridge.K22Node):
 
     def run(self, movq, latent):
         samples = bridge.latent_samples(latent)
-        dev = bridge.to_device(movq)
-        return (bridge.bchw_to_image(movq_stage.decode(movq, samples, dev)),)
+        factor = movq_stage.scale_factor(movq)
+        with loaded(movq, samples.shape[0], samples.shape[-2] * factor, samples.shape[-1] * factor) as dev:
+            return (bridge.bchw_to_image(movq_stage.decode(movq, samples, dev)),)
 

@@ -9,8 +9,9 @@ PROMPT = ("STRING", {"multiline": True, "default": "", "tooltip":
 SEED = ("INT", {"default": 0, "min": 0, "max": bridge.SEED_MAX, "tooltip": "Seed of the noise (CPU generator)."})
 
 
-def to_device(prior):
-    return bridge.to_device(prior.prior, prior.text_encoder, prior.image_encoder)
+def loaded(prior):
+    """The prior's models on ComfyUI's device (the image encoder too: it makes the zero and picture embeddings)."""
+    return bridge.loaded(prior.prior, prior.text_encoder, prior.image_encoder)
 
 
 def outputs(embeds) -> tuple:
@@ -44,10 +45,10 @@ class Kandinsky22PriorEncode(bridge.K22Node):
         return {"required": {"prior": PRIOR_INPUT, "prompt": PROMPT, **prior_inputs()}}
 
     def run(self, prior, prompt, negative_prompt, guidance_scale, steps, seed, batch_size):
-        dev = to_device(prior)
-        return outputs(prior_stage.text_to_embeds(
-            prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=seed,
-            batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)))
+        with loaded(prior) as dev:
+            return outputs(prior_stage.text_to_embeds(
+                prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=seed,
+                batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)))
 
 
 class Kandinsky22PriorEmb2Emb(bridge.K22Node):
@@ -68,10 +69,11 @@ class Kandinsky22PriorEmb2Emb(bridge.K22Node):
             **prior_inputs()}}
 
     def run(self, prior, prompt, image, strength, negative_prompt, guidance_scale, steps, seed, batch_size):
-        dev = to_device(prior)
-        return outputs(prior_stage.emb2emb(
-            prior, prompt, bridge.image_to_bchw(image), strength, negative_prompt, guidance_scale=guidance_scale,
-            steps=steps, seed=seed, batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)))
+        with loaded(prior) as dev:
+            return outputs(prior_stage.emb2emb(
+                prior, prompt, bridge.image_to_bchw(image), strength, negative_prompt,
+                guidance_scale=guidance_scale, steps=steps, seed=seed, batch_size=batch_size, device=dev,
+                callback=bridge.step_callback(steps)))
 
 
 class Kandinsky22ImageEncode(bridge.K22Node):
@@ -86,6 +88,6 @@ class Kandinsky22ImageEncode(bridge.K22Node):
         return {"required": {"prior": PRIOR_INPUT, "image": ("IMAGE", {"tooltip": "The picture(s) to encode."})}}
 
     def run(self, prior, image):
-        dev = to_device(prior)
-        return outputs([prior_stage.image_to_embeds(prior, bridge.image_to_bchw(image), dev)])
+        with bridge.loaded(prior.image_encoder) as dev:
+            return outputs([prior_stage.image_to_embeds(prior, bridge.image_to_bchw(image), dev)])
 
