@@ -55,8 +55,9 @@ def guidance_embeds(decoder: DecoderBundle, positive, negative, batch: int, repe
 
 def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, **others) -> int:
     """Validate the shared inputs; the common batch of all of them."""
-    if steps < 1:
-        raise KandinskyError(f"steps is {steps}: it must be 1 or more.")
+    most = decoder.scheduler_config.get("num_train_timesteps", 1000) - 1  # the last one is off the schedule
+    if not 1 <= steps <= most:
+        raise KandinskyError(f"steps is {steps}: it must be between 1 and {most}.")
     width = decoder.unet.config.encoder_hid_dim
     positive = check_embeds("positive", positive, width)
     negative = check_embeds("negative", negative, width)

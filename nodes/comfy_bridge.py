@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import weakref
 
@@ -86,15 +85,20 @@ class KandinskyModel(torch.nn.Module):
 
 
 class KandinskyPatcher(ModelPatcher):
-    def patch_model_lowvram(self, device_to=None, *args, **kwargs):
-        # The 2024-03 partial load moves only modules with a weight and leaves buffers and bare parameters (the
-        # prior's positional_embedding, clip_mean, ...) behind: always load whole models.
+    """Whole models only: ComfyUI's partial (low-VRAM) loading moves only modules with a weight and leaves buffers
+    and bare parameters (the prior's positional_embedding, clip_mean, ...) on the other device."""
+
+    def patch_model_lowvram(self, device_to=None, *args, **kwargs):  # the 2024-03 ComfyUI's partial load
         return self.patch_model(device_to)
+
+    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):  # today's
+        return super().load(device_to, lowvram_model_memory, force_patch_weights, full_load=True)
+
+    def partially_unload(self, device_to, memory_to_free=0):  # today's: nothing freed, so it is unloaded whole
+        return 0
 
 
 _patchers: "weakref.WeakKeyDictionary[torch.nn.Module, KandinskyPatcher]" = weakref.WeakKeyDictionary()
-# Today's ComfyUI can be told to load whole models; the 2024-03 one is told through KandinskyPatcher.
-_FULL_LOAD = {"force_full_load": True} if "force_full_load" in inspect.signature(mm.load_models_gpu).parameters else {}
 
 
 def patcher(module: torch.nn.Module) -> KandinskyPatcher:
@@ -116,7 +120,7 @@ def loaded(*modules: torch.nn.Module, memory_required: int = 0):
     """Load whole models on ComfyUI's device through its manager (which frees what others hold if it must) and
     yield the device. Under --lowvram/--novram they are unloaded again when the node is done."""
     patchers = [patcher(m) for m in modules]
-    mm.load_models_gpu(patchers, memory_required=memory_required, **_FULL_LOAD)
+    mm.load_models_gpu(patchers, memory_required=memory_required)
     try:
         yield device()
     finally:

@@ -20,7 +20,7 @@ def size_inputs() -> dict:
 def common_inputs() -> dict:
     """The inputs every decode node shares, in the order the node contract gives them."""
     return {
-        "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Decoder denoising steps."}),
+        "steps": ("INT", {"default": 50, "min": 1, "max": 999, "tooltip": "Decoder denoising steps."}),
         "guidance_scale": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
                            "How strongly the picture follows positive over negative; 1 or less turns it off."}),
         "seed": SEED,

@@ -155,6 +155,34 @@ class ComfyServer:
             raise ValueError(body)
         return self.wait(body["prompt_id"], timeout)
 
+    def run_watched(self, graph: dict, on_message=None, timeout: float = 300) -> list:
+        """Queue graph and collect the websocket messages of its run (JSON ones as dicts, previews as bytes) until
+        it finishes, fails or is interrupted. ``on_message(message)`` sees each JSON message as it comes."""
+        import websocket
+
+        ws = websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={self.client_id}", timeout=timeout)
+        try:
+            status, body = self.queue(graph)
+            if status != 200:
+                raise ValueError(body)
+            prompt_id, messages = body["prompt_id"], []
+            while True:
+                raw = ws.recv()
+                if isinstance(raw, bytes):
+                    messages.append(raw)
+                    continue
+                message = json.loads(raw)
+                messages.append(message)
+                if on_message:
+                    on_message(message)
+                kind, data = message["type"], message.get("data", {})
+                if data.get("prompt_id") == prompt_id and (
+                        kind in ("execution_error", "execution_interrupted")
+                        or kind == "executing" and data.get("node") is None):
+                    return messages
+        finally:
+            ws.close()
+
     def images(self, entry: dict) -> list[Path]:
         return [self.output_dir / img.get("subfolder", "") / img["filename"]
                 for out in entry["outputs"].values() for img in out.get("images", [])]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,7 +59,9 @@ def comfy(tmp_path_factory, models_dir, depth_dir):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, models_root):
-    srv = ComfyServer(tmp_path_factory.mktemp("server"), models_root).start()
+    srv = ComfyServer(tmp_path_factory.mktemp("server"), models_root, ["--preview-method", "auto"]).start()
+    for picture in (REPO / "workflows" / "input").glob("*.png"):  # LoadImage reads only the input folder
+        shutil.copy(picture, srv.input_dir)
     yield srv
     srv.stop()
 
