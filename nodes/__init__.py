@@ -2,7 +2,7 @@
 from .decode import (Kandinsky22ControlNet, Kandinsky22ControlNetImg2Img, Kandinsky22Img2Img, Kandinsky22Inpaint,
                      Kandinsky22Txt2Img)
 from .depth import Kandinsky22DepthHint
-from .embeds import Kandinsky22EmbedsMix
+from .embeds import Kandinsky22CLIPVisionEmbeds, Kandinsky22EmbedsMix
 from .loaders import Kandinsky22DecoderLoader, Kandinsky22DepthLoader, Kandinsky22PriorLoader
 from .movq import Kandinsky22MoVQDecode, Kandinsky22MoVQEncode
 from .prior import Kandinsky22ImageEncode, Kandinsky22PriorEmb2Emb, Kandinsky22PriorEncode
@@ -15,6 +15,7 @@ _NODES = {
     Kandinsky22PriorEmb2Emb: "Kandinsky 2.2 Prior Emb2Emb",
     Kandinsky22ImageEncode: "Kandinsky 2.2 Image Encode",
     Kandinsky22EmbedsMix: "Kandinsky 2.2 Embeds Mix",
+    Kandinsky22CLIPVisionEmbeds: "Kandinsky 2.2 CLIP Vision Embeds",
     Kandinsky22DepthHint: "Kandinsky 2.2 Depth Hint",
     Kandinsky22Txt2Img: "Kandinsky 2.2 Text to Image",
     Kandinsky22Img2Img: "Kandinsky 2.2 Image to Image",

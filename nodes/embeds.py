@@ -1,4 +1,5 @@
 """Embedding nodes: blends of K22_EMBEDS."""
+from ..kandinsky_core import KandinskyError
 from ..kandinsky_core import embeds as embeds_stage
 from . import comfy_bridge as bridge
 
@@ -33,3 +34,23 @@ class Kandinsky22EmbedsMix(bridge.K22Node):
         pairs = [(embeds_1, weight_1), (embeds_2, weight_2), (embeds_3, weight_3), (embeds_4, weight_4)]
         pairs = [(e, float(w)) for e, w in pairs if e is not None]
         return (embeds_stage.mix([e for e, _ in pairs], [w for _, w in pairs], method).to(bridge.out_device()),)
+
+
+class Kandinsky22CLIPVisionEmbeds(bridge.K22Node):
+    CATEGORY = f"{bridge.CATEGORY}/embeds"
+    RETURN_TYPES = ("K22_EMBEDS",)
+    RETURN_NAMES = ("embeds",)
+    DESCRIPTION = ("Turns the output of ComfyUI's CLIP Vision Encode into Kandinsky 2.2 embeddings. Use a ViT-bigG "
+                   "clip_vision model (the image encoder Kandinsky 2.2 was trained with); ComfyUI preprocesses "
+                   "pictures a little differently from Kandinsky 2.2 Image Encode.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_vision_output": ("CLIP_VISION_OUTPUT", {
+            "tooltip": "From CLIP Vision Encode with a ViT-bigG clip_vision model."})}}
+
+    def run(self, clip_vision_output):
+        embeds = getattr(clip_vision_output, "image_embeds", None)
+        if embeds is None or embeds.ndim != 2:
+            raise KandinskyError("clip_vision_output holds no image embeddings: wire in CLIP Vision Encode's output.")
+        return (embeds.float().to(bridge.out_device()),)

@@ -56,8 +56,22 @@ class Kandinsky22DecoderLoader(_Loader):
     DESCRIPTION = ("Loads a Kandinsky 2.2 decoder (text-to-image, inpaint or ControlNet depth UNet) and the MoVQ "
                    "autoencoder that comes with it.")
 
-    def run(self, model, dtype):
-        return loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype))
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = super().INPUT_TYPES()
+        types["optional"] = {
+            "channels_last": ("BOOLEAN", {"default": False, "tooltip":
+                              "Run the UNet in channels_last memory format: faster on many GPUs."}),
+            "compile": ("BOOLEAN", {"default": False, "tooltip":
+                        "torch.compile the UNet (CUDA only): the first run compiles for minutes, later runs are "
+                        "faster."}),
+        }
+        return types
+
+    def run(self, model, dtype, channels_last=False, compile=False):
+        decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype))
+        decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
+        return decoder, movq
 
 
 class Kandinsky22DepthLoader(_Loader):

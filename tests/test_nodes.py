@@ -8,7 +8,7 @@ import tiny_models
 # The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
 CONTRACT = {
     "Kandinsky22PriorLoader": (["model", "dtype"], ("K22_PRIOR",)),
-    "Kandinsky22DecoderLoader": (["model", "dtype"], ("K22_DECODER", "K22_MOVQ")),
+    "Kandinsky22DecoderLoader": (["model", "dtype", "channels_last", "compile"], ("K22_DECODER", "K22_MOVQ")),
     "Kandinsky22PriorEncode": (["prior", "prompt", "negative_prompt", "guidance_scale", "steps", "seed",
                                 "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
     "Kandinsky22Txt2Img": (["decoder", "positive", "negative", "width", "height", "steps", "guidance_scale", "seed",
@@ -20,6 +20,7 @@ CONTRACT = {
     "Kandinsky22EmbedsMix": (["embeds_1", "weight_1", "embeds_2", "weight_2", "method", "embeds_3", "weight_3",
                               "embeds_4", "weight_4"], ("K22_EMBEDS",)),
     "Kandinsky22DepthHint": (["depth_model", "image"], ("IMAGE",)),
+    "Kandinsky22CLIPVisionEmbeds": (["clip_vision_output"], ("K22_EMBEDS",)),
     "Kandinsky22Img2Img": (["decoder", "positive", "negative", "latent", "strength", "steps", "guidance_scale", "seed",
                             "scheduler"], ("LATENT",)),
     "Kandinsky22Inpaint": (["decoder", "positive", "negative", "latent", "mask", "steps", "guidance_scale", "seed",
@@ -176,3 +177,31 @@ def test_hints_and_pictures_of_other_sizes_are_resized(run_node):
                          hint=torch.rand(1, 50, 90, 3), width=128, height=64, steps=1, guidance_scale=4.0, seed=0,
                          scheduler="default", batch_size=2)
     assert latent["samples"].shape == (2, 4, 8, 16)
+
+
+def test_sdpa_attention_is_the_default_and_channels_last_keeps_the_pixels(run_node, loaded):
+    prior, decoder, movq = loaded
+    processors = {type(p).__name__ for p in decoder.unet.attn_processors.values()}
+    assert processors and all(name.endswith("2_0") for name in processors), processors  # SDPA
+    fast, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto", channels_last=True)
+    embeds = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="", guidance_scale=4.0,
+                      steps=2, seed=1, batch_size=1)
+    latents = [run_node("Kandinsky22Txt2Img", decoder=d, positive=embeds[0], negative=embeds[1], width=64, height=64,
+                        steps=3, guidance_scale=4.0, seed=2, scheduler="default", batch_size=1)[0]["samples"]
+               for d in (decoder, fast)]
+    assert reference.max_diff(*latents) <= 1e-4
+
+
+def test_clip_vision_output_becomes_embeds(run_node, loaded, comfy):
+    from comfy.clip_vision import Output  # the CLIP_VISION_OUTPUT type of ComfyUI's CLIPVisionEncode
+
+    output = Output()
+    output["image_embeds"] = torch.randn(2, tiny_models.EMBED)
+    (embeds,) = run_node("Kandinsky22CLIPVisionEmbeds", clip_vision_output=output)
+    assert torch.equal(embeds, output.image_embeds)
+    decoder = loaded[1]
+    (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=embeds, negative=embeds[:1] * 0, width=64,
+                         height=64, steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
+    assert latent["samples"].shape == (2, 4, 8, 8)
+    with pytest.raises(ValueError, match="Kandinsky22CLIPVisionEmbeds: clip_vision_output holds no image embeddings"):
+        run_node("Kandinsky22CLIPVisionEmbeds", clip_vision_output=Output())
