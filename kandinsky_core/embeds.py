@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import KandinskyError
+from .errors import KandinskyError, check_finite
 
 METHODS = ("weighted_sum", "slerp")
 
@@ -22,7 +22,8 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return direction * ((1 - t) * na + t * nb)
 
 
-def mix(embeds: list[torch.Tensor], weights: list[float], method: str = "weighted_sum") -> torch.Tensor:
+def mix(embeds: list[torch.Tensor], weights: list[float], method: str = "weighted_sum",
+        names: list[str] | None = None) -> torch.Tensor:
     """Blend embeddings [B, D] (a batch of 1 is shared across the others).
 
     ``weighted_sum``: sum of weight_i * embeds_i, exactly the reference ``interpolate``.
@@ -37,6 +38,8 @@ def mix(embeds: list[torch.Tensor], weights: list[float], method: str = "weighte
     if len(widths) > 1 or any(e.ndim != 2 for e in embeds):
         raise KandinskyError(f"embeds must all be K22_EMBEDS [batch, D] of one width, got "
                              f"{[tuple(e.shape) for e in embeds]}: mix embeddings of the same prior.")
+    for i, e in enumerate(embeds):
+        check_finite(names[i] if names else f"embeds_{i + 1}", e)
     batches = {e.shape[0] for e in embeds} - {1}
     if len(batches) > 1:
         raise KandinskyError(f"embeds have batches {[e.shape[0] for e in embeds]}: give them one batch, or 1.")

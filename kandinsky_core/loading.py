@@ -154,6 +154,11 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
         if path is None and download and resolved:
             path = _from_hub(name, resolved[0] / home)
     if path is None:
+        broken = next((r / name for r in resolved if (r / name).is_dir() and (r / name).resolve().is_relative_to(
+            r.resolve())), None)
+        if broken is not None:
+            raise KandinskyError(f"folder {broken} holds no model this package recognises (its model_index.json or "
+                                 f"config.json is missing or unreadable): download the model again.")
         raise KandinskyError(f"model '{name}' was not found; {_search_help(name, roots)}")
     return check_family(name, path, family)
 

@@ -7,6 +7,9 @@ import torch.nn.functional as F
 from .errors import KandinskyError
 
 
+MAX_SIDE = 16384  # pixels; beyond it a run only ends in an out-of-memory error
+
+
 def scale_factor(movq) -> int:
     """How many pixels one latent cell spans per side (8 for the real MoVQ)."""
     return 2 ** (len(movq.config.block_out_channels) - 1)
@@ -17,6 +20,8 @@ def latent_size(height: int, width: int, factor: int) -> tuple[int, int]:
     for name, value in (("height", height), ("width", width)):
         if int(value) <= 0:
             raise KandinskyError(f"{name} is {value}: it must be a positive number of pixels (64 or more).")
+        if int(value) > MAX_SIDE:
+            raise KandinskyError(f"{name} is {value}: at most {MAX_SIDE} pixels.")
     cells = factor**2
     return -(-int(height) // cells) * factor, -(-int(width) // cells) * factor
 

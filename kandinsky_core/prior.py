@@ -8,7 +8,7 @@ import torch
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import KandinskyError
+from .errors import KandinskyError, check_guidance, generator
 from .loading import PriorBundle
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ def zero_embeds(bundle: PriorBundle, batch_size: int, device: torch.device) -> t
     return bundle.image_encoder(zeros)["image_embeds"].repeat(batch_size, 1)
 
 
-def _check(steps: int, batch_size: int) -> None:
+def _check(steps: int, batch_size: int, guidance_scale: float) -> None:
+    check_guidance(guidance_scale)
     if steps < 2:
         raise KandinskyError(f"steps is {steps}: the prior's scheduler needs at least 2 steps.")
     if batch_size < 1:
@@ -98,16 +99,16 @@ def text_to_embeds(bundle: PriorBundle, prompt: str, negative_prompt: str = "", 
                    callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) embeddings ``[batch_size, D]``, as KandinskyV22PriorPipeline makes them.
     An empty negative prompt means none: the negative is then the zero-image embedding."""
-    _check(steps, batch_size)
+    _check(steps, batch_size, guidance_scale)
+    rng = generator(seed)
     device = torch.device(device)
     prompts, uncond = _prompts(prompt, negative_prompt)
     text = _encode_text(bundle, prompts, uncond, batch_size, guidance_scale > 1, device)
     scheduler = _scheduler(bundle, steps, device)
-    generator = torch.Generator("cpu").manual_seed(seed)
     shape = (len(prompts) * batch_size, bundle.prior.config.embedding_dim)
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=text[0].dtype)
+    latents = randn_tensor(shape, generator=rng, device=device, dtype=text[0].dtype)
     latents = latents * scheduler.init_noise_sigma
-    latents = _denoise(bundle, scheduler, latents, scheduler.timesteps, text, guidance_scale, generator, callback)
+    latents = _denoise(bundle, scheduler, latents, scheduler.timesteps, text, guidance_scale, rng, callback)
     return _split(bundle, latents, negative_prompt, device)
 
 
@@ -136,7 +137,8 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
     """(positive, negative) from a picture's embedding noised to ``strength`` and denoised towards the prompt,
     as KandinskyV22PriorEmb2EmbPipeline does. ``images`` [1, 3, H, W] in 0..1 (a batch of pictures gives one
     embedding per picture and batch_size item)."""
-    _check(steps, batch_size)
+    _check(steps, batch_size, guidance_scale)
+    rng = generator(seed)
     if not 0 <= strength <= 1:
         raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
     device = torch.device(device)
@@ -152,8 +154,7 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
     latents = torch.cat([image_embeds] * (batch // image_embeds.shape[0])).to(text[0].dtype)
     if len(timesteps) == 0:
         raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
-    generator = torch.Generator("cpu").manual_seed(seed)
-    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+    noise = randn_tensor(latents.shape, generator=rng, device=device, dtype=latents.dtype)
     latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(batch))
-    latents = _denoise(bundle, scheduler, latents, timesteps, text, guidance_scale, generator, callback)
+    latents = _denoise(bundle, scheduler, latents, timesteps, text, guidance_scale, rng, callback)
     return _split(bundle, latents, negative_prompt, device)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import KandinskyError
+from .errors import KandinskyError, check_finite, check_guidance, generator
 from .loading import DecoderBundle
 from .schedulers import make_scheduler, step_kwargs
 
@@ -26,8 +26,7 @@ def check_embeds(name: str, embeds, width: int) -> torch.Tensor:
     if embeds.shape[1] != width:
         raise KandinskyError(f"{name} has width {embeds.shape[1]} but this decoder takes {width}: use the prior "
                              f"that belongs to this decoder (Kandinsky 2.2, not 2.1).")
-    if not torch.isfinite(embeds).all():
-        raise KandinskyError(f"{name} holds NaN or infinite values: check the nodes that made it.")
+    check_finite(name, embeds)
     return embeds
 
 
@@ -53,8 +52,19 @@ def guidance_embeds(decoder: DecoderBundle, positive, negative, batch: int, repe
     return both.repeat_interleave(repeat, dim=0).to(device=device, dtype=decoder.dtype)
 
 
-def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, **others) -> int:
+def check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
+    channels = decoder.latent_channels
+    if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != channels:
+        shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+        raise KandinskyError(f"latent has shape {shape} but this decoder takes [batch, {channels}, height, width]: "
+                             f"wire in Kandinsky 2.2 MoVQ Encode's latent.")
+    check_finite("latent", latents)
+    return latents
+
+
+def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, guidance_scale: float, **others) -> int:
     """Validate the shared inputs; the common batch of all of them."""
+    check_guidance(guidance_scale)
     most = decoder.scheduler_config.get("num_train_timesteps", 1000) - 1  # the last one is off the schedule
     if not 1 <= steps <= most:
         raise KandinskyError(f"steps is {steps}: it must be between 1 and {most}.")
@@ -91,6 +101,7 @@ def keep_mask(mask: torch.Tensor, pixel_hw: tuple[int, int], latent_hw: tuple[in
     mask = mask[None] if mask.ndim == 2 else mask
     if mask.ndim != 3:
         raise KandinskyError(f"mask must be a MASK [batch, height, width], got shape {tuple(mask.shape)}.")
+    check_finite("mask", mask)
     mask = mask[:, None].float()
     if tuple(mask.shape[-2:]) != tuple(pixel_hw):
         mask = F.interpolate(mask, size=pixel_hw, mode="bilinear", align_corners=False)
@@ -131,9 +142,10 @@ def denoise(decoder: DecoderBundle, scheduler, latents: torch.Tensor, embeds: to
 
 
 def _start(decoder: DecoderBundle, scheduler: str, steps: int, seed: int, device):
+    rng = generator(seed)
     sched = make_scheduler(scheduler, decoder.scheduler_config)
     sched.set_timesteps(steps, device=device)
-    return sched, torch.Generator("cpu").manual_seed(seed)
+    return sched, rng
 
 
 def _doubled(x: torch.Tensor | None, cfg: bool, dtype, device):
@@ -150,7 +162,7 @@ def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
             callback: StepCallback | None = None) -> torch.Tensor:
     """Latents ``[B * batch_size, C, h, w]`` from noise, as KandinskyV22Pipeline (or, with a ``hint``
     [B, 3, H, W], KandinskyV22ControlnetPipeline) makes them."""
-    batch = check_inputs(decoder, positive, negative, steps, hint=hint)
+    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, hint=hint)
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
     device, cfg = torch.device(device), guidance_scale > 1
@@ -175,7 +187,8 @@ def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     ``hint``, KandinskyV22ControlnetImg2ImgPipeline) does."""
     if not 0 <= strength <= 1:
         raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
-    batch = check_inputs(decoder, positive, negative, steps, latent=latents, hint=hint)
+    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, latent=check_latents(decoder, latents),
+                         hint=hint)
     device, cfg = torch.device(device), guidance_scale > 1
     sched, generator = _start(decoder, scheduler, steps, seed, device)
     t_start = steps - min(int(steps * strength), steps)
@@ -203,7 +216,8 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     """Repaint where ``mask`` [B, H, W] is 1, as KandinskyV22InpaintPipeline does, but blending every image
     of a batch with its own original (the reference blends only the first)."""
     mask = mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
-    batch = check_inputs(decoder, positive, negative, steps, latent=latents, mask=mask)
+    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, latent=check_latents(decoder, latents),
+                         mask=mask)
     device, cfg = torch.device(device), guidance_scale > 1
     latent_hw = tuple(latents.shape[-2:])
     keep = keep_mask(mask, tuple(n * decoder.movq_scale_factor for n in latent_hw), latent_hw)

@@ -16,11 +16,11 @@ from comfy.model_patcher import ModelPatcher
 from PIL import Image
 
 from ..kandinsky_core import KandinskyError
+from ..kandinsky_core.errors import SEED_MAX
 from ..kandinsky_core.loading import DTYPES
 
 CATEGORY = "Kandinsky 2.2"
 LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
 PREVIEW_SIZE = 512  # longest side of a preview, as ComfyUI's own
 
 
@@ -72,6 +72,8 @@ def dtype_for(choice: str) -> torch.dtype:
     """``auto`` is ComfyUI's own choice for the device (so --force-fp32 and friends hold); else as named."""
     if choice == "auto":
         return torch.float16 if mm.should_use_fp16(device()) else torch.float32
+    if choice not in DTYPES:
+        raise KandinskyError(f"dtype '{choice}' is unknown: pick one of auto, {', '.join(DTYPES)}.")
     return DTYPES[choice]
 
 
@@ -109,10 +111,10 @@ def patcher(module: torch.nn.Module) -> KandinskyPatcher:
     return _patchers[module]
 
 
-def activation_bytes(batch: int, height: int, width: int, dtype: torch.dtype, scale: float = 1.0) -> int:
+def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -> int:
     """Memory the activations of a run take beside the weights: ComfyUI's own estimate for an SD UNet of the
-    same latent area, times ``scale`` (more for the MoVQ, which works at full resolution)."""
-    return int(batch * height * width * mm.dtype_size(dtype) / 50 * 1024 * 1024 * scale)
+    same latent area (batch x height x width), times ``scale`` (more for the MoVQ, which works at full size)."""
+    return int(latent_area * mm.dtype_size(dtype) / 50 * 1024 * 1024 * scale)
 
 
 @contextlib.contextmanager
@@ -156,6 +158,8 @@ def image_to_bchw(image, name: str = "image") -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise KandinskyError(f"{name} must be an IMAGE [batch, height, width, 3], got {shape}.")
+    if image.numel() == 0:
+        raise KandinskyError(f"{name} is empty (shape {tuple(image.shape)}): wire in a picture.")
     image = image[..., :3] if image.shape[-1] != 1 else image.expand(*image.shape[:-1], 3)
     return image.movedim(-1, 1).float()
 

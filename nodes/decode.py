@@ -1,4 +1,6 @@
 """Decode nodes: CLIP image embeddings -> MoVQ latents (LATENT), one node per Kandinsky 2.2 decoder pipeline."""
+import math
+
 import torch
 
 from ..kandinsky_core import KandinskyError, movq, sampling, schedulers
@@ -58,13 +60,17 @@ class _Decode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/decode"
     RETURN_TYPES = ("LATENT",)
 
-    def decode(self, sampler, decoder, steps: int, latent_hw, batch: int, /, **inputs):
-        """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents of ``latent_hw``."""
+    def decode(self, sampler, decoder, steps: int, batch: int, /, size=None, **inputs):
+        """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents: of the pixel
+        ``size`` (height, width) for nodes that paint from noise, else of the input latents."""
         if getattr(decoder, "kind", None) != self.KIND:
             raise KandinskyError(
                 f"decoder is a {getattr(decoder, 'kind', 'unknown')} decoder but this node needs a {self.KIND} "
                 f"decoder: load '{HUB_ID_FOR_KIND[self.KIND]}' in Kandinsky 2.2 Decoder Loader.")
-        need = bridge.activation_bytes(2 * batch, *latent_hw, decoder.dtype)  # both guidance halves
+        if size is not None:
+            inputs["latent_hw"] = movq.latent_size(*size, decoder.movq_scale_factor)
+        latent_hw = inputs["latent_hw"] if size is not None else inputs["latents"].shape[-2:]
+        need = bridge.activation_bytes(2 * batch * math.prod(latent_hw), decoder.dtype)  # both guidance halves
         with bridge.loaded(decoder.unet, memory_required=need) as dev:
             samples = sampler(decoder, steps=steps, device=dev, **inputs,
                               callback=bridge.step_callback(steps, decoder.preview_factors))
@@ -85,9 +91,8 @@ class Kandinsky22Txt2Img(_Decode):
         return {"required": {**embeds_inputs(TEXT2IMG), **size_inputs(), **common_inputs(), **batch_input()}}
 
     def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size):
-        latent_hw = movq.latent_size(height, width, decoder.movq_scale_factor)
-        return self.decode(sampling.txt2img, decoder, steps, latent_hw, batch_of(positive, negative) * batch_size,
-                           positive=positive, negative=negative, latent_hw=latent_hw, guidance_scale=guidance_scale,
+        return self.decode(sampling.txt2img, decoder, steps, batch_of(positive, negative) * batch_size,
+                           size=(height, width), positive=positive, negative=negative, guidance_scale=guidance_scale,
                            seed=seed, scheduler=scheduler, batch_size=batch_size)
 
 
@@ -102,7 +107,7 @@ class Kandinsky22Img2Img(_Decode):
 
     def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.img2img, decoder, steps, latents.shape[-2:], batch_of(positive, latents),
+        return self.decode(sampling.img2img, decoder, steps, batch_of(positive, latents),
                            positive=positive, negative=negative, latents=latents, strength=strength,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
@@ -122,7 +127,7 @@ class Kandinsky22Inpaint(_Decode):
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.inpaint, decoder, steps, latents.shape[-2:], batch_of(positive, latents, mask),
+        return self.decode(sampling.inpaint, decoder, steps, batch_of(positive, latents, mask),
                            positive=positive, negative=negative, latents=latents, mask=bridge.as_mask(mask),
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
@@ -138,11 +143,10 @@ class Kandinsky22ControlNet(_Decode):
 
     def run(self, decoder, positive, negative, hint, width, height, steps, guidance_scale, seed, scheduler,
             batch_size):
-        latent_hw = movq.latent_size(height, width, decoder.movq_scale_factor)
-        return self.decode(sampling.txt2img, decoder, steps, latent_hw,
-                           batch_of(positive, negative, hint) * batch_size, positive=positive, negative=negative,
-                           latent_hw=latent_hw, hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale,
-                           seed=seed, scheduler=scheduler, batch_size=batch_size)
+        return self.decode(sampling.txt2img, decoder, steps, batch_of(positive, negative, hint) * batch_size,
+                           size=(height, width), positive=positive, negative=negative,
+                           hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale, seed=seed,
+                           scheduler=scheduler, batch_size=batch_size)
 
 
 class Kandinsky22ControlNetImg2Img(_Decode):
@@ -156,6 +160,6 @@ class Kandinsky22ControlNetImg2Img(_Decode):
 
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.img2img, decoder, steps, latents.shape[-2:], batch_of(positive, latents, hint),
+        return self.decode(sampling.img2img, decoder, steps, batch_of(positive, latents, hint),
                            positive=positive, negative=negative, latents=latents, hint=bridge.image_to_bchw(hint, "hint"),
                            strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

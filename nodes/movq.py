@@ -5,10 +5,8 @@ from . import comfy_bridge as bridge
 
 def loaded(movq, batch: int, height: int, width: int):
     """The MoVQ on ComfyUI's device, with room for its full-resolution activations."""
-    factor = movq_stage.scale_factor(movq)
-    dtype = next(movq.parameters()).dtype
-    return bridge.loaded(movq, memory_required=bridge.activation_bytes(batch, height // factor, width // factor,
-                                                                       dtype, scale=4.0))
+    area = batch * height * width // movq_stage.scale_factor(movq) ** 2
+    return bridge.loaded(movq, memory_required=bridge.activation_bytes(area, next(movq.parameters()).dtype, 4.0))
 
 
 class Kandinsky22MoVQEncode(bridge.K22Node):
