@@ -26,13 +26,18 @@ def latent_size(height: int, width: int, factor: int) -> tuple[int, int]:
     return -(-int(height) // cells) * factor, -(-int(width) // cells) * factor
 
 
+def check_latents(movq, latents: torch.Tensor) -> torch.Tensor:
+    channels = movq.config.latent_channels
+    if latents.ndim != 4 or latents.shape[1] != channels or latents.numel() == 0:
+        raise KandinskyError(f"latent has shape {tuple(latents.shape)} but this MoVQ decodes [batch, {channels}, "
+                             f"height, width]: wire in the latent of a Kandinsky 2.2 node.")
+    return latents
+
+
 @torch.no_grad()
 def decode(movq, latents: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """Latents ``[B, C, h, w]`` -> pixels ``[B, 3, H, W]`` in 0..1 (float32)."""
-    channels = movq.config.latent_channels
-    if latents.ndim != 4 or latents.shape[1] != channels:
-        raise KandinskyError(f"latent has shape {tuple(latents.shape)} but this MoVQ decodes [batch, {channels}, "
-                             f"height, width]: wire in the latent of a Kandinsky 2.2 node.")
+    check_latents(movq, latents)
     param = next(movq.parameters())
     image = movq.decode(latents.to(device=device, dtype=param.dtype), force_not_quantize=True)["sample"]
     return (image * 0.5 + 0.5).clamp(0, 1).float()

@@ -58,8 +58,18 @@ def check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
         shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
         raise KandinskyError(f"latent has shape {shape} but this decoder takes [batch, {channels}, height, width]: "
                              f"wire in Kandinsky 2.2 MoVQ Encode's latent.")
+    grid = unet_grid(decoder)
+    if latents.shape[-1] % grid or latents.shape[-2] % grid:
+        raise KandinskyError(f"latent is {latents.shape[-2]}x{latents.shape[-1]} but this decoder needs sides that are "
+                             f"multiples of {grid}: resize the picture to a multiple of "
+                             f"{grid * decoder.movq_scale_factor} pixels before MoVQ Encode.")
     check_finite("latent", latents)
     return latents
+
+
+def unet_grid(decoder: DecoderBundle) -> int:
+    """The UNet halves the latents once per level after the first: their sides must divide by this."""
+    return 2 ** (len(decoder.unet.config.block_out_channels) - 1)
 
 
 def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, guidance_scale: float, **others) -> int:

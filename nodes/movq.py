@@ -41,7 +41,7 @@ class Kandinsky22MoVQDecode(bridge.K22Node):
         }}
 
     def run(self, movq, latent):
-        samples = bridge.latent_samples(latent)
+        samples = movq_stage.check_latents(movq, bridge.latent_samples(latent))
         factor = movq_stage.scale_factor(movq)
         with loaded(movq, samples.shape[0], samples.shape[-2] * factor, samples.shape[-1] * factor) as dev:
             return (bridge.bchw_to_image(movq_stage.decode(movq, samples, dev)),)

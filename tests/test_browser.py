@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -25,7 +24,7 @@ UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--remote-debugging-port=0", "--window-size=1600,1000"]
+         "--remote-debugging-port=0", "--window-size=1920,1080"]
 
 
 class Page:
@@ -38,17 +37,21 @@ class Page:
         self.log = open(profile.parent / "chromium.log", "w")
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                                      stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-        port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
-        deadline = time.time() + 60
-        while not port_file.is_file() or not port_file.read_text().strip():
-            if self.proc.poll() is not None or time.time() > deadline:
-                pytest.fail(f"Chromium did not start:\n{(profile.parent / 'chromium.log').read_text()[-3000:]}")
-            time.sleep(0.2)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
-            tab = next(t for t in json.loads(r.read()) if t["type"] == "page")
-        self.ws = websocket.create_connection(tab["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
-        self.next_id = 0
+        self.ws, self.next_id = None, 0
+        try:
+            port_file = profile / "DevToolsActivePort"  # Chromium writes the port it picked here
+            deadline = time.time() + 60
+            while not port_file.is_file() or not port_file.read_text().strip():
+                if self.proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"Chromium did not start:\n{(profile.parent / 'chromium.log').read_text()[-3000:]}")
+                time.sleep(0.2)
+            port = port_file.read_text().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:
+                tab = next(t for t in json.loads(r.read()) if t["type"] == "page")
+            self.ws = websocket.create_connection(tab["webSocketDebuggerUrl"], timeout=120, suppress_origin=True)
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, method: str, **params) -> dict:
         self.next_id += 1
@@ -69,7 +72,8 @@ class Page:
         return result["result"].get("value")
 
     def close(self):
-        self.ws.close()
+        if self.ws:
+            self.ws.close()
         os.killpg(self.proc.pid, signal.SIGTERM)  # Chromium and its helper processes, a group of their own
         self.proc.wait(20)
         self.log.close()
@@ -77,8 +81,7 @@ class Page:
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    for picture in (WORKFLOWS / "input").glob("*.png"):  # before the page loads: its image lists come from the server
-        shutil.copy(picture, server.input_dir)
+    """ComfyUI's page, set up (the server fixture put the workflows' pictures into its input folder already)."""
     page = Page(tmp_path_factory.mktemp("chromium") / "profile")
     try:
         page.send("Page.navigate", url=server.url)
@@ -93,30 +96,51 @@ def page(server, tmp_path_factory):
 
 # The page's missing-node warning (app.showMissingNodesError), or any other dialog (prompt or execution errors).
 DIALOG = """() => app.ui.dialog.element.style.display === 'flex' ? app.ui.dialog.textElement.innerText : null"""
-LOAD = """async (workflow) => {
+# Drops a workflow file onto the page as a user does (the page reads it and, for a UI workflow, calls
+# loadGraphData), then fits the whole graph into the window as a user looks at it (the canvas draws, and so shows
+# pictures on, only the nodes in view); says which nodes overlap as the page sizes them.
+LOAD = """async (name, text) => {
     app.ui.dialog.close();
-    await app.loadGraphData(workflow);
-    return {dialog: (%s)(), prompt: (await app.graphToPrompt()).output};
+    const loadGraphData = app.loadGraphData;
+    const loaded = new Promise((resolve, reject) => {
+        app.loadGraphData = async (...args) => { await loadGraphData.apply(app, args); resolve(); };
+        setTimeout(() => reject(new Error(`${name} was not loaded as a UI workflow`)), 30000);
+    }).finally(() => { app.loadGraphData = loadGraphData; });
+    const drop = new DataTransfer();
+    drop.items.add(new File([text], name, {type: "application/json"}));
+    document.dispatchEvent(new DragEvent("drop", {dataTransfer: drop, bubbles: true, cancelable: true}));
+    await loaded;
+    const boxes = app.graph._nodes.map((n) => [n.id, n.getBounding([0, 0, 0, 0])]);  // [x, y, w, h], title bar too
+    const overlaps = boxes.flatMap(([i, a]) => boxes.filter(([j, b]) => i < j && a[0] < b[0] + b[2]
+        && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]).map(([j]) => [i, j]));
+    const x0 = Math.min(...boxes.map(([, b]) => b[0])), x1 = Math.max(...boxes.map(([, b]) => b[0] + b[2]));
+    const y0 = Math.min(...boxes.map(([, b]) => b[1])), y1 = Math.max(...boxes.map(([, b]) => b[1] + b[3]));
+    const ds = app.canvas.ds, canvas = app.canvas.canvas;
+    ds.scale = Math.min(canvas.width / (x1 - x0 + 40), canvas.height / (y1 - y0 + 40));
+    ds.offset = [20 / ds.scale - x0, 20 / ds.scale - y0];
+    app.canvas.setDirty(true, true);
+    return {dialog: (%s)(), overlaps, prompt: (await app.graphToPrompt()).output};
 }""" % DIALOG
 
 
 def test_missing_node_warning_is_seen(page):
     """The check below sees the page's missing-node warning: a graph with an unknown node type raises it."""
-    broken = json.loads((WORKFLOWS / "txt2img.json").read_text())
-    broken["nodes"][1]["type"] = "NoSuchKandinskyNode"
-    assert "NoSuchKandinskyNode" in (page.call(LOAD, broken)["dialog"] or "")
+    broken = (WORKFLOWS / "txt2img.json").read_text().replace('"Kandinsky22MoVQDecode"', '"NoSuchKandinskyNode"')
+    assert "NoSuchKandinskyNode" in (page.call(LOAD, "broken.json", broken)["dialog"] or "")
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_ui_workflow_in_browser(server, page, path):
-    loaded = page.call(LOAD, json.loads(path.read_text()))
+    loaded = page.call(LOAD, path.name, path.read_text())
     assert loaded["dialog"] is None, f"{path.name} loads with a warning: {loaded['dialog']}"
+    assert loaded["overlaps"] == [], f"{path.name}: these nodes overlap in the page"
     api = json.loads((WORKFLOWS / "api" / path.name).read_text())
     info = server.get("/object_info")
     # What the server reads of the page's prompt: the declared inputs (the page sends LoadImage's upload button too).
+    declared = {node_type: {name for name, _ in declared_inputs(i)} for node_type, i in info.items()}
     prompt = {key: {"class_type": node["class_type"], "inputs": {
-        name: value for name, value in node["inputs"].items()
-        if name in {n for n, _ in declared_inputs(info[node["class_type"]])}}} for key, node in loaded["prompt"].items()}
+        name: value for name, value in node["inputs"].items() if name in declared[node["class_type"]]}}
+        for key, node in loaded["prompt"].items()}
     assert prompt == with_defaults(api, info), f"{path.name} is not its API file's graph"
 
     before = set(server.output_dir.rglob("*.png"))
@@ -143,6 +167,7 @@ def test_ui_workflow_in_browser(server, page, path):
             return output && image?.complete && image.naturalWidth > 0
                 ? {...output, width: image.naturalWidth, height: image.naturalHeight} : null;
         }""", save)
-    assert server.output_dir / shown["subfolder"] / shown["filename"] in set(server.output_dir.rglob("*.png")) - before
-    sized = any(w for n in api.values() for w in n["inputs"] if w == "width")
+    new = set(server.output_dir.rglob("*.png")) - before
+    assert server.output_dir / shown["subfolder"] / shown["filename"] in new, f"{shown} is not a new output file"
+    sized = any("width" in node["inputs"] for node in api.values())  # else the picture keeps its input's size
     assert (shown["width"], shown["height"]) == ((64, 64) if sized else (768, 768))

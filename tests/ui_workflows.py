@@ -96,14 +96,17 @@ def note_text(name: str, api: dict) -> str:
     return text
 
 
-def node_size(info: dict) -> list[int]:
-    """A size close to what the frontend computes (it grows a node that is too small, never shrinks one)."""
+def node_size(info: dict, values: list) -> list[int]:
+    """A size close to what the frontend computes (it grows a node that is too small, never shrinks one), wide
+    enough to show a hub id in full."""
     specs = [s for _, s in widgets(info) if s]
     text = any(s[0] == "STRING" for s in specs)
     multiline = sum(1 for s in specs if s[0] == "STRING" and options(s).get("multiline"))
     shows_picture = info.get("output_node") or any(options(s).get("image_upload") for s in specs)
-    height = 20 * max(len(sockets(info)), len(info["output"]), 1) + 24 * len(widgets(info)) + 100 * multiline + 10
-    return [400 if text or shows_picture else 320, height + (320 if shows_picture else 0)]
+    height = 20 * max(len(sockets(info)), len(info["output"]), 1) + 24 * len(widgets(info)) + 100 * multiline + 14
+    longest = max((len(v) for v in values if isinstance(v, str) and "\n" not in v), default=0)
+    width = 400 if text or shows_picture else max(320, 7 * longest + 120)
+    return [width, height + (320 if shows_picture else 0)]
 
 
 def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
@@ -146,10 +149,10 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
             if isinstance(value, list):
                 raise ValueError(f"{name}: {node['class_type']}.{widget_name} is a link; widget inputs hold values")
             values.append(value)
-        nodes.append({"id": int(key), "type": node["class_type"], "pos": None, "size": node_size(info), "flags": {},
-                      "order": len(nodes), "mode": 0, "inputs": inputs,
-                      "outputs": [{"name": out_name, "type": out_type, "links": None, "slot_index": slot}
-                                  for slot, (out_name, out_type) in enumerate(zip(info["output_name"], info["output"]))],
+        outputs = [{"name": out_name, "type": out_type, "links": None, "slot_index": slot}
+                   for slot, (out_name, out_type) in enumerate(zip(info["output_name"], info["output"]))]
+        nodes.append({"id": int(key), "type": node["class_type"], "pos": None, "size": node_size(info, values),
+                      "flags": {}, "order": len(nodes), "mode": 0, "inputs": inputs, "outputs": outputs,
                       "properties": {"Node name for S&R": node["class_type"]}, "widgets_values": values})
     for node in nodes[1:]:
         for slot, output in enumerate(node["outputs"]):
@@ -159,9 +162,9 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
     columns: dict[int, list[dict]] = {}
     for node in nodes:
         columns.setdefault(0 if node["type"] == "Note" else depth_of(str(node["id"])), []).append(node)
-    x = 0
+    x = 20
     for column in (columns[d] for d in sorted(columns)):
-        y = 0
+        y = 50  # title bars are drawn above pos
         for node in column:
             node["pos"] = [x, y]
             y += node["size"][1] + 70  # room for the title bar (30) and a gap
