@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import weakref
+import sys
 
 import comfy.model_management as mm
 import comfy.utils
@@ -100,15 +100,31 @@ class KandinskyPatcher(ModelPatcher):
         return 0
 
 
-_patchers: "weakref.WeakKeyDictionary[torch.nn.Module, KandinskyPatcher]" = weakref.WeakKeyDictionary()
+_patchers: dict[int, KandinskyPatcher] = {}  # id(model) -> its patcher; the patcher holds the model
 
 
 def patcher(module: torch.nn.Module) -> KandinskyPatcher:
     """The one ModelPatcher of a model, made on first use, so ComfyUI's manager tracks it like its own."""
-    if module not in _patchers:
-        _patchers[module] = KandinskyPatcher(KandinskyModel(module), load_device=device(),
-                                             offload_device=mm.unet_offload_device())
-    return _patchers[module]
+    _forget_unused()
+    if id(module) not in _patchers:
+        _patchers[id(module)] = KandinskyPatcher(KandinskyModel(module), load_device=device(),
+                                                 offload_device=mm.unet_offload_device())
+    return _patchers[id(module)]
+
+
+def _unload(patchers) -> None:
+    for i in reversed(range(len(mm.current_loaded_models))):
+        if mm.current_loaded_models[i].model in patchers:
+            mm.current_loaded_models.pop(i).model_unload()
+
+
+def _forget_unused() -> None:
+    """Unload and drop the models that only their patcher still holds: ComfyUI dropped the node outputs that held
+    them (a loader re-ran with other inputs, say). The reference-count rule of ComfyUI's own cleanup_models."""
+    unused = [key for key, p in _patchers.items() if sys.getrefcount(p.model.model) <= 2]  # _modules + argument
+    _unload([_patchers[key] for key in unused])
+    for key in unused:
+        del _patchers[key]
 
 
 def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -> int:
@@ -127,9 +143,7 @@ def loaded(*modules: torch.nn.Module, memory_required: int = 0):
         yield device()
     finally:
         if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
-            for i in reversed(range(len(mm.current_loaded_models))):
-                if mm.current_loaded_models[i].model in patchers:
-                    mm.current_loaded_models.pop(i).model_unload()
+            _unload(patchers)
 
 
 def step_callback(steps: int, preview_factors: torch.Tensor | None = None):
