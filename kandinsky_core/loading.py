@@ -265,6 +265,30 @@ def speed_up(unet: torch.nn.Module, channels_last: bool = False, compile: bool =
     return unet
 
 
+def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> torch.nn.Module:
+    """An image encoder of the prior's own architecture with other weights (a CLIP vision file, in transformers'
+    key names), so picture embeddings can come from a ViT-bigG a user already has."""
+    from transformers import CLIPVisionModelWithProjection
+
+    with torch.device("meta"):
+        encoder = CLIPVisionModelWithProjection(bundle.image_encoder.config)
+    try:
+        missing, unexpected = encoder.load_state_dict(state_dict, strict=False, assign=True)
+    except RuntimeError as exc:  # shapes that differ: another architecture
+        missing, unexpected = [str(exc).splitlines()[1][:200]], []
+    missing, unexpected = ([k for k in keys if not k.endswith("position_ids")] for keys in (missing, unexpected))
+    if missing or unexpected:
+        raise KandinskyError(
+            f"{source} is not a CLIP vision model like this prior's image encoder (a ViT-bigG with "
+            f"{bundle.image_encoder.config.projection_dim}-wide embeddings): {(missing + unexpected)[:3]} ... Pick "
+            f"a ViT-bigG clip_vision file, or the prior's own image encoder.")
+    position_ids = getattr(encoder.vision_model.embeddings, "position_ids", None)
+    if position_ids is not None and position_ids.is_meta:  # a buffer the file need not hold
+        encoder.vision_model.embeddings.register_buffer(
+            "position_ids", torch.arange(position_ids.shape[-1]).expand(1, -1), persistent=False)
+    return encoder.to(bundle.image_encoder.dtype).eval()
+
+
 def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder."""
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel

@@ -59,6 +59,26 @@ def depth_roots() -> list[str]:
     return list(folder_paths.get_folder_paths(DEPTH_FOLDER))
 
 
+def clip_vision_files() -> list[str]:
+    """The safetensors files in ComfyUI's models/clip_vision folders (pickles are never offered)."""
+    return [f for f in folder_paths.get_filename_list("clip_vision") if f.endswith(".safetensors")]
+
+
+def clip_vision_weights(name: str) -> dict:
+    """A clip_vision file's weights in transformers' key names (ComfyUI converts open_clip files the same way)."""
+    import comfy.clip_vision
+    from safetensors.torch import load_file
+
+    path = folder_paths.get_full_path("clip_vision", name) if name.endswith(".safetensors") else None
+    if path is None:
+        raise KandinskyError(f"image_encoder '{name}' is not a safetensors file in models/clip_vision: pick one "
+                             f"from the list.")
+    state_dict = load_file(path)
+    if "visual.transformer.resblocks.0.attn.in_proj_weight" in state_dict:
+        state_dict = comfy.clip_vision.convert_to_transformers(state_dict, "visual.")
+    return state_dict
+
+
 def device() -> torch.device:
     return mm.get_torch_device()
 

@@ -2,6 +2,7 @@
 from ..kandinsky_core import loading
 from . import comfy_bridge as bridge
 
+OWN_ENCODER = "from the prior"
 DTYPE_TOOLTIP = ("Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU "
                  "(--force-fp32 and friends hold).")
 
@@ -45,8 +46,20 @@ class Kandinsky22PriorLoader(_Loader):
     DESCRIPTION = ("Loads the Kandinsky 2.2 prior (CLIP ViT-bigG text and image encoders and the diffusion prior) "
                    "that turns prompts and pictures into CLIP image embeddings.")
 
-    def run(self, model, dtype):
-        return (loading.load_prior(self.resolve(model), bridge.dtype_for(dtype)),)
+    @classmethod
+    def INPUT_TYPES(cls):
+        types = super().INPUT_TYPES()
+        types["optional"] = {"image_encoder": ([OWN_ENCODER, *bridge.clip_vision_files()], {
+            "default": OWN_ENCODER, "tooltip": "Where picture embeddings come from: the prior's own image encoder, "
+                                               "or a ViT-bigG file from models/clip_vision (safetensors)."})}
+        return types
+
+    def run(self, model, dtype, image_encoder=OWN_ENCODER):
+        prior = loading.load_prior(self.resolve(model), bridge.dtype_for(dtype))
+        if image_encoder != OWN_ENCODER:
+            prior.image_encoder = loading.image_encoder_from(prior, bridge.clip_vision_weights(image_encoder),
+                                                             f"models/clip_vision/{image_encoder}")
+        return (prior,)
 
 
 class Kandinsky22DecoderLoader(_Loader):

@@ -7,7 +7,7 @@ import tiny_models
 
 # The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
 CONTRACT = {
-    "Kandinsky22PriorLoader": (["model", "dtype"], ("K22_PRIOR",)),
+    "Kandinsky22PriorLoader": (["model", "dtype", "image_encoder"], ("K22_PRIOR",)),
     "Kandinsky22DecoderLoader": (["model", "dtype", "channels_last", "compile"], ("K22_DECODER", "K22_MOVQ")),
     "Kandinsky22PriorEncode": (["prior", "prompt", "negative_prompt", "guidance_scale", "steps", "seed",
                                 "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
@@ -205,3 +205,29 @@ def test_clip_vision_output_becomes_embeds(run_node, loaded, comfy):
     assert latent["samples"].shape == (2, 4, 8, 8)
     with pytest.raises(ValueError, match="Kandinsky22CLIPVisionEmbeds: clip_vision_output holds no image embeddings"):
         run_node("Kandinsky22CLIPVisionEmbeds", clip_vision_output=Output())
+
+
+def test_prior_image_encoder_from_a_clip_vision_file(comfy, run_node, loaded, tmp_path):
+    import folder_paths
+    from safetensors.torch import save_file
+
+    prior = loaded[0]
+    weights = {k: v.clone().contiguous() for k, v in prior.image_encoder.state_dict().items()}
+    save_file(weights, tmp_path / "tiny-vit.safetensors")
+    save_file({"visual_projection.weight": torch.zeros(3, 3)}, tmp_path / "other.safetensors")
+    (tmp_path / "pickled.bin").write_bytes(b"never offered")
+    folder_paths.add_model_folder_path("clip_vision", str(tmp_path))
+    getattr(folder_paths, "filename_list_cache", {}).clear()  # file lists are cached per folder
+    files = comfy.NODE_CLASS_MAPPINGS["Kandinsky22PriorLoader"].INPUT_TYPES()["optional"]["image_encoder"][0]
+    assert "tiny-vit.safetensors" in files and "pickled.bin" not in files
+    (other_prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto",
+                              image_encoder="tiny-vit.safetensors")
+    picture = torch.rand(1, 64, 64, 3)
+    (own,) = run_node("Kandinsky22ImageEncode", prior=prior, image=picture)
+    (from_file,) = run_node("Kandinsky22ImageEncode", prior=other_prior, image=picture)
+    assert reference.max_diff(own, from_file) == 0
+    with pytest.raises(ValueError, match="Kandinsky22PriorLoader: models/clip_vision/other.safetensors is not a CLIP "
+                                         "vision model like this prior's image encoder"):
+        run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto", image_encoder="other.safetensors")
+    with pytest.raises(ValueError, match="image_encoder 'pickled.bin' is not a safetensors file"):
+        run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto", image_encoder="pickled.bin")
