@@ -94,13 +94,16 @@ def page(server, tmp_path_factory):
         page.close()
 
 
-# The page's missing-node warning (app.showMissingNodesError), or any other dialog (prompt or execution errors).
-DIALOG = """() => app.ui.dialog.element.style.display === 'flex' ? app.ui.dialog.textElement.innerText : null"""
+# The page's missing-node warning, or any other dialog (prompt or execution errors): the 2024-03 page's own dialog
+# (app.showMissingNodesError), or today's frontend's PrimeVue dialogs.
+DIALOG = """() => (app.ui.dialog.element.style.display === 'flex' ? app.ui.dialog.textElement.innerText : null)
+    || [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText).join('\\n') || null"""
 # Drops a workflow file onto the page as a user does (the page reads it and, for a UI workflow, calls
 # loadGraphData), then fits the whole graph into the window as a user looks at it (the canvas draws, and so shows
 # pictures on, only the nodes in view); says which nodes overlap as the page sizes them.
 LOAD = """async (name, text) => {
     app.ui.dialog.close();
+    document.querySelectorAll('.p-dialog-close-button, .p-dialog-header-close').forEach((b) => b.click());
     const loadGraphData = app.loadGraphData;
     const loaded = new Promise((resolve, reject) => {
         app.loadGraphData = async (...args) => { await loadGraphData.apply(app, args); resolve(); };
@@ -119,6 +122,7 @@ LOAD = """async (name, text) => {
     ds.scale = Math.min(canvas.width / (x1 - x0 + 40), canvas.height / (y1 - y0 + 40));
     ds.offset = [20 / ds.scale - x0, 20 / ds.scale - y0];
     app.canvas.setDirty(true, true);
+    await new Promise((resolve) => setTimeout(resolve, 500));  // today's frontend shows its dialogs a tick later
     return {dialog: (%s)(), overlaps, prompt: (await app.graphToPrompt()).output};
 }""" % DIALOG
 
