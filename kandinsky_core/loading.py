@@ -223,7 +223,7 @@ class DecoderBundle:
     path: str
     movq_scale_factor: int  # pixels per latent cell of the MoVQ that came with it
     latent_channels: int  # the MoVQ's latent channels (the UNet may take more: mask, hint)
-    preview_factors: torch.Tensor  # [latent_channels, 3]: latent cell -> colour, for previews
+    preview_factors: torch.Tensor | None  # [latent_channels, 3]: latent cell -> colour, when previews are on
     dtype: torch.dtype = torch.float32
 
 
@@ -289,8 +289,9 @@ def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> to
     return encoder.to(bundle.image_encoder.dtype).eval()
 
 
-def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
-    """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder."""
+def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, previews: bool = False):
+    """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder; ``previews`` fits the
+    latent-to-colour factors previews need (a small MoVQ decode, so only when they are shown)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     folder = Path(folder)
@@ -300,7 +301,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
     config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq),
-                           movq.config.latent_channels, preview_factors(movq), dtype)
+                           movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)
     return bundle, movq
 
 

@@ -1,6 +1,8 @@
 """The MoVQ autoencoder: latent size rules, pixels -> latents and latents -> pixels."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
@@ -57,13 +59,14 @@ def encode(movq, images: torch.Tensor, device: torch.device | str = "cpu") -> to
 
 
 @torch.no_grad()
-def preview_factors(movq, samples: int = 4, seed: int = 0) -> torch.Tensor:
+def preview_factors(movq, samples: int = 2, seed: int = 0) -> torch.Tensor:
     """A [C, 3] matrix taking one latent cell to roughly its pixels' colour in -1..1: a least-squares fit of
     decoded random latents, pooled to the latent grid. Cheap previews while sampling, for any MoVQ."""
-    param = next(movq.parameters())
+    if next(movq.parameters()).dtype != torch.float32:  # half precision is slow on the CPU, where this runs
+        movq = copy.deepcopy(movq).float()
     factor, channels = scale_factor(movq), movq.config.latent_channels
     latents = torch.randn(samples, channels, 8, 8, generator=torch.Generator().manual_seed(seed))
-    pixels = movq.decode(latents.to(param.device, param.dtype), force_not_quantize=True)["sample"].float().cpu()
+    pixels = movq.decode(latents.to(next(movq.parameters()).device), force_not_quantize=True)["sample"].float().cpu()
     pooled = F.avg_pool2d(pixels, factor)
     x = latents.permute(0, 2, 3, 1).reshape(-1, channels)
     y = pooled.permute(0, 2, 3, 1).reshape(-1, 3)

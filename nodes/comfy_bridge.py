@@ -170,7 +170,7 @@ def step_callback(steps: int, preview_factors: torch.Tensor | None = None):
     """A per-step callback: moves ComfyUI's progress bar (with a cheap latent-to-RGB preview where previews are
     on) and stops at once when the user cancels."""
     bar = comfy.utils.ProgressBar(steps)
-    previews = preview_factors is not None and args.preview_method != LatentPreviewMethod.NoPreviews
+    previews = preview_factors is not None and previews_on()
 
     def callback(step: int, total: int, sample: torch.Tensor) -> None:
         mm.throw_exception_if_processing_interrupted()
@@ -178,6 +178,10 @@ def step_callback(steps: int, preview_factors: torch.Tensor | None = None):
 
     mm.throw_exception_if_processing_interrupted()
     return callback
+
+
+def previews_on() -> bool:
+    return args.preview_method != LatentPreviewMethod.NoPreviews
 
 
 def preview_image(latents: torch.Tensor, factors: torch.Tensor):

@@ -82,7 +82,7 @@ class Kandinsky22DecoderLoader(_Loader):
         return types
 
     def run(self, model, dtype, channels_last=False, compile=False):
-        decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype))
+        decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype), bridge.previews_on())
         decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
         return decoder, movq
 
