@@ -95,12 +95,16 @@ def list_models(roots: list[str], family: str) -> list[str]:
     return names
 
 
-def _inside(root: Path, name: str) -> Path | None:
-    """root/name when that stays inside root (no '..' or absolute tricks) and holds a model."""
+def _folder(root: Path, name: str) -> Path | None:
+    """root/name when it is a folder that stays inside root (no '..' or absolute tricks)."""
     path = (root / name).resolve()
-    if path.is_relative_to(root.resolve()) and model_kind(path):
-        return path
-    return None
+    return path if path.is_relative_to(root.resolve()) and path.is_dir() else None
+
+
+def _inside(root: Path, name: str) -> Path | None:
+    """root/name when it is such a folder and holds a model."""
+    path = _folder(root, name)
+    return path if path and model_kind(path) else None
 
 
 def is_hub_id(name: str) -> bool:
@@ -108,7 +112,7 @@ def is_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
 
 
-def _search_help(name: str, roots: list[str]) -> str:
+def search_help(name: str, roots: list[str]) -> str:
     searched = ", ".join(str(r) for r in roots) or "(no models/diffusers folder is configured)"
     home = name.split("/", 1)[1] if is_hub_id(name) else name
     first = Path(roots[0]) / home if roots else Path("models/diffusers") / home
@@ -154,12 +158,11 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
         if path is None and download and resolved:
             path = _from_hub(name, resolved[0] / home)
     if path is None:
-        broken = next((r / name for r in resolved if (r / name).is_dir() and (r / name).resolve().is_relative_to(
-            r.resolve())), None)
+        broken = next((p for r in resolved if (p := _folder(r, name))), None)
         if broken is not None:
             raise KandinskyError(f"folder {broken} holds no model this package recognises (its model_index.json or "
                                  f"config.json is missing or unreadable): download the model again.")
-        raise KandinskyError(f"model '{name}' was not found; {_search_help(name, roots)}")
+        raise KandinskyError(f"model '{name}' was not found; {search_help(name, roots)}")
     return check_family(name, path, family)
 
 

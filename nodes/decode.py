@@ -77,7 +77,7 @@ class _Decode(bridge.K22Node):
         return (bridge.make_latent(samples),)
 
 
-def batch_of(*tensors) -> int:
+def largest_batch(*tensors) -> int:
     """The largest batch among the inputs, for the memory estimate (the sampler checks them properly)."""
     return max([t.shape[0] for t in tensors if isinstance(t, torch.Tensor) and t.ndim] or [1])
 
@@ -91,7 +91,7 @@ class Kandinsky22Txt2Img(_Decode):
         return {"required": {**embeds_inputs(TEXT2IMG), **size_inputs(), **common_inputs(), **batch_input()}}
 
     def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size):
-        return self.decode(sampling.txt2img, decoder, steps, batch_of(positive, negative) * batch_size,
+        return self.decode(sampling.txt2img, decoder, steps, largest_batch(positive, negative) * batch_size,
                            size=(height, width), positive=positive, negative=negative, guidance_scale=guidance_scale,
                            seed=seed, scheduler=scheduler, batch_size=batch_size)
 
@@ -107,7 +107,7 @@ class Kandinsky22Img2Img(_Decode):
 
     def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.img2img, decoder, steps, batch_of(positive, latents),
+        return self.decode(sampling.img2img, decoder, steps, largest_batch(positive, latents),
                            positive=positive, negative=negative, latents=latents, strength=strength,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
@@ -127,7 +127,7 @@ class Kandinsky22Inpaint(_Decode):
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.inpaint, decoder, steps, batch_of(positive, latents, mask),
+        return self.decode(sampling.inpaint, decoder, steps, largest_batch(positive, latents, mask),
                            positive=positive, negative=negative, latents=latents, mask=bridge.as_mask(mask),
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
@@ -143,7 +143,7 @@ class Kandinsky22ControlNet(_Decode):
 
     def run(self, decoder, positive, negative, hint, width, height, steps, guidance_scale, seed, scheduler,
             batch_size):
-        return self.decode(sampling.txt2img, decoder, steps, batch_of(positive, negative, hint) * batch_size,
+        return self.decode(sampling.txt2img, decoder, steps, largest_batch(positive, negative, hint) * batch_size,
                            size=(height, width), positive=positive, negative=negative,
                            hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale, seed=seed,
                            scheduler=scheduler, batch_size=batch_size)
@@ -160,6 +160,6 @@ class Kandinsky22ControlNetImg2Img(_Decode):
 
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
-        return self.decode(sampling.img2img, decoder, steps, batch_of(positive, latents, hint),
+        return self.decode(sampling.img2img, decoder, steps, largest_batch(positive, latents, hint),
                            positive=positive, negative=negative, latents=latents, hint=bridge.image_to_bchw(hint, "hint"),
                            strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

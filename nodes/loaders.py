@@ -33,7 +33,7 @@ class _Loader(bridge.K22Node):
         roots = cls.roots()
         if model in loading.list_models(roots, cls.FAMILY):
             return True
-        return f"{cls.__name__}: model '{model}' was not found; {loading._search_help(model, roots)}"
+        return f"{cls.__name__}: model '{model}' was not found; {loading.search_help(model, roots)}"
 
     def resolve(self, model):
         return loading.resolve(model, self.roots(), self.FAMILY)
