@@ -75,15 +75,31 @@ def family_of(kind: str | None) -> str | None:
     return "decoder" if kind in DECODER_KINDS else kind
 
 
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+# Listings by (roots, family), each with the mtimes of the folders its walk went through: valid while none of them
+# changed (ComfyUI keys its own file lists the same way). The loaders list on every validation, several times a
+# prompt, and a walk reads two JSON files per model folder.
+_listings: dict[tuple, tuple[list[str], dict[str, int | None]]] = {}
+
+
 def list_models(roots: list[str], family: str) -> list[str]:
     """The hub ids of ``family`` (``prior``, ``decoder`` or ``depth``), then every other matching folder."""
-    names = list(HUB_IDS[family])
+    key = (tuple(str(r) for r in roots), family)
+    cached = _listings.get(key)
+    if cached and all(_mtime(d) == t for d, t in cached[1].items()):
+        return list(cached[0])
+    names, walked = list(HUB_IDS[family]), {}
     homes = {hub_id.split("/", 1)[1] for hub_id in names}
-    for root in roots:
-        root = Path(root)
-        if not root.is_dir():
-            continue
+    for root in key[0]:
+        walked[root] = _mtime(root)  # None while it is missing: its creation shows as a change
         for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+            walked[dirpath] = _mtime(dirpath)
             rel = Path(dirpath).relative_to(root)
             if len(rel.parts) >= _SCAN_DEPTH:
                 dirnames.clear()
@@ -92,7 +108,8 @@ def list_models(roots: list[str], family: str) -> list[str]:
                 name = rel.as_posix()
                 if name not in homes and name not in names:
                     names.append(name)
-    return names
+    _listings[key] = (names, walked)
+    return list(names)
 
 
 def _folder(root: Path, name: str) -> Path | None:

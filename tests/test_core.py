@@ -43,6 +43,26 @@ def test_other_folders_are_listed_under_their_own_name(models_dir, tmp_path):
     assert loading.resolve("mine/my-decoder", [str(tmp_path)], "decoder") == (tmp_path / "mine/my-decoder").resolve()
 
 
+def test_listings_are_cached_until_a_folder_changes(models_dir, tmp_path, monkeypatch):
+    roots = [str(tmp_path)]
+    assert loading.list_models(roots, "decoder") == list(loading.HUB_IDS["decoder"])
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "mine" / "my-decoder")
+    assert loading.list_models(roots, "decoder")[-1] == "mine/my-decoder"  # a new folder under a new one
+    reads = []
+    monkeypatch.setattr(loading, "model_kind", lambda folder: reads.append(folder))
+    assert loading.list_models(roots, "decoder")[-1] == "mine/my-decoder"
+    assert reads == []  # nothing changed: no folder was read again
+    monkeypatch.undo()
+    shutil.rmtree(tmp_path / "mine" / "my-decoder")
+    assert loading.list_models(roots, "decoder") == list(loading.HUB_IDS["decoder"])
+    (tmp_path / "mine" / "my-prior").mkdir()  # a model whose files arrive after the listing saw its folder
+    assert loading.list_models(roots, "prior") == list(loading.HUB_IDS["prior"])
+    for part in ("model_index.json", "prior", "text_encoder", "tokenizer", "image_encoder"):
+        source = models_dir / tiny_models.NAMES["prior"] / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / "mine" / "my-prior" / part)
+    assert loading.list_models(roots, "prior")[-1] == "mine/my-prior"
+
+
 def test_hub_id_lives_in_its_name_folder(models_dir):
     path = loading.resolve(DECODER_ID, ["/nonexistent", str(models_dir)], "decoder")
     assert path == (models_dir / "kandinsky-2-2-decoder").resolve()
