@@ -21,7 +21,7 @@ def outputs(embeds) -> tuple:
 def prior_inputs() -> dict:
     """The prior's inputs after prompt (and image, strength), in the node contract's order."""
     return {
-        "negative_prompt": ("STRING", {"default": "", "tooltip":
+        "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
                             "What to avoid (77 tokens at most). Empty means none: the negative is then the "
                             "embedding of an empty picture."}),
         "guidance_scale": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
