@@ -135,26 +135,23 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
             batch_size: int = 1, device: torch.device | str = "cpu",
             callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) from a picture's embedding noised to ``strength`` and denoised towards the prompt,
-    as KandinskyV22PriorEmb2EmbPipeline does. ``images`` [1, 3, H, W] in 0..1 (a batch of pictures gives one
-    embedding per picture and batch_size item)."""
+    as KandinskyV22PriorEmb2EmbPipeline does. ``images`` [N, 3, H, W] in 0..1 give ``N * batch_size`` rows, each
+    picture's ``batch_size`` together (the reference with the prompt given once per picture)."""
     _check(steps, batch_size, guidance_scale)
     rng = generator(seed)
     if not 0 <= strength <= 1:
         raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
     device = torch.device(device)
-    prompts, uncond = _prompts(prompt, negative_prompt)
-    text = _encode_text(bundle, prompts, uncond, batch_size, guidance_scale > 1, device)
     image_embeds = image_to_embeds(bundle, images, device).repeat_interleave(batch_size, dim=0)
+    prompts, uncond = _prompts(prompt, negative_prompt)
+    text = _encode_text(bundle, prompts, uncond, image_embeds.shape[0], guidance_scale > 1, device)
     scheduler = _scheduler(bundle, steps, device)
     t_start = steps - min(int(steps * strength), steps)
     timesteps = scheduler.timesteps[t_start:]
-    batch = len(prompts) * batch_size
-    if batch % image_embeds.shape[0]:
-        raise KandinskyError(f"image has batch {images.shape[0]}: give one picture, or one per batch item.")
-    latents = torch.cat([image_embeds] * (batch // image_embeds.shape[0])).to(text[0].dtype)
+    latents = image_embeds.repeat(len(prompts), 1).to(text[0].dtype)  # the same pictures for the negative prompt
     if len(timesteps) == 0:
         raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
     noise = randn_tensor(latents.shape, generator=rng, device=device, dtype=latents.dtype)
-    latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(batch))
+    latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
     latents = _denoise(bundle, scheduler, latents, timesteps, text, guidance_scale, rng, callback)
     return _split(bundle, latents, negative_prompt, device)

@@ -63,9 +63,11 @@ class Kandinsky22PriorEmb2Emb(bridge.K22Node):
     def INPUT_TYPES(cls):
         return {"required": {
             "prior": PRIOR_INPUT, "prompt": PROMPT,
-            "image": ("IMAGE", {"tooltip": "The picture whose embedding is the starting point."}),
+            "image": ("IMAGE", {"tooltip": "The picture whose embedding is the starting point; a batch of pictures "
+                                            "gives batch_size embeddings for each."}),
             "strength": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                         "How far the prompt moves the picture's embedding: 0 keeps it, 1 ignores it."}),
+                         "How far the prompt moves the picture's embedding: low keeps it, 1 ignores it. strength x "
+                         "steps must reach 1, so that at least one step runs."}),
             **prior_inputs()}}
 
     def run(self, prior, prompt, image, strength, negative_prompt, guidance_scale, steps, seed, batch_size):

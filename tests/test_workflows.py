@@ -150,6 +150,22 @@ def test_emb2emb_with_negative_prompt_and_batch(run_node, loaded, models_dir):
     assert reference.max_diff(nodes[1], ref.negative_image_embeds) <= 1e-4
 
 
+@pytest.mark.parametrize("negative_prompt", ["", "blurry"])
+def test_emb2emb_batch_of_pictures(run_node, loaded, models_dir, negative_prompt):
+    """Each picture gives batch_size rows: the reference with the prompt (and negative prompt) once per picture."""
+    images = [picture(11), picture(12)]
+    nodes = run_node("Kandinsky22PriorEmb2Emb", prior=loaded["prior"], prompt="a dog",
+                     image=torch.cat([as_image(i) for i in images]), strength=0.6, negative_prompt=negative_prompt,
+                     guidance_scale=4.0, steps=5, seed=4, batch_size=2)
+    ref = reference.pipeline(models_dir, "emb2emb")(prompt=["a dog"] * 2, image=images, strength=0.6,
+                                                    negative_prompt=[negative_prompt] * 2 if negative_prompt else None,
+                                                    num_inference_steps=5, num_images_per_prompt=2,
+                                                    generator=reference.generator(4))
+    assert nodes[0].shape == (4, tiny_models.EMBED)
+    assert reference.max_diff(nodes[0], ref.image_embeds) <= 1e-4
+    assert reference.max_diff(nodes[1], ref.negative_image_embeds) <= 1e-4
+
+
 def test_interpolate_texts_and_images(run_node, loaded, models_dir):
     prior = loaded["prior"]
     images = [picture(6), picture(7)]
