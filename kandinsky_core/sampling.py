@@ -239,15 +239,16 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     sched, generator = _start(decoder, scheduler, steps, seed, device)
     timesteps = sched.timesteps
     noise = randn_tensor(image.shape, generator=generator, device=device, dtype=decoder.dtype)
-    start = noise * sched.init_noise_sigma
 
     def blend(i, current):
         original = image
-        if i < len(timesteps) - 1:
-            original = sched.add_noise(image, start, timesteps[i + 1:i + 2])
+        if i < len(timesteps) - 1:  # the kept area at the next step's noise level
+            # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
+            # (1), 19 times too loud for Euler's sigmas.
+            original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
         return keep * original + (1 - keep) * current
 
     concat = _doubled(torch.cat([image * keep, keep], dim=1), cfg, decoder.dtype, device)
-    latents = denoise(decoder, sched, start, embeds, timesteps, guidance_scale, generator, callback,
-                      concat=concat, blend=blend)
+    latents = denoise(decoder, sched, noise * sched.init_noise_sigma, embeds, timesteps, guidance_scale, generator,
+                      callback, concat=concat, blend=blend)
     return keep * image + (1 - keep) * latents

@@ -159,3 +159,20 @@ def test_one_mask_serves_a_batch(decoders, embeds):
     each = sampling.inpaint(decoder, *embeds, latents=movq.encode(mq, images), mask=mask.expand(2, -1, -1), steps=2,
                             seed=1)
     assert shared.shape == (2, 4, 8, 8) and torch.equal(shared, each)
+
+
+def test_inpaint_noises_the_kept_area_to_the_schedulers_level(decoders, embeds):
+    """Between steps the kept area is the original noised to the next step's sigma, for Euler too (whose
+    init_noise_sigma, about 19 here, the reference applies once more)."""
+    decoder, mq = decoders["inpaint"]
+    image = movq.encode(mq, as_tensor(picture(5)))
+    mask = torch.zeros(1, SIZE, SIZE)
+    mask[:, :16, :16] = 1  # repaint a corner: latent cells from 4 on are kept
+    seen = []
+    sampling.inpaint(decoder, *embeds, latents=image, mask=mask, steps=4, seed=2, scheduler="euler",
+                     callback=lambda i, n, latents: seen.append(latents.clone()))
+    sched = sampling.make_scheduler("euler", decoder.scheduler_config)
+    sched.set_timesteps(4)
+    for i in range(3):
+        level = (seen[i] - image)[..., 4:, 4:].std() / sched.sigmas[i + 1]
+        assert 0.7 < level < 1.4, (i, float(level))
