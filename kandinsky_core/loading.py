@@ -42,6 +42,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 DOWNLOAD_IGNORE = ["*.fp16.safetensors", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+WEIGHT_PARTS = {PRIOR: ["prior", "text_encoder", "image_encoder"], "decoder": ["unet", "movq"], DEPTH: ["."]}
 _SCAN_DEPTH = 3  # how deep under a root model folders are looked for
 
 
@@ -113,9 +114,13 @@ def list_models(roots: list[str], family: str) -> list[str]:
 
 
 def _folder(root: Path, name: str) -> Path | None:
-    """root/name when it is a folder that stays inside root (no '..' or absolute tricks)."""
-    path = (root / name).resolve()
-    return path if path.is_relative_to(root.resolve()) and path.is_dir() else None
+    """root/name when it is a folder and the name stays inside root: no absolute name, no '..' (a symlinked model
+    folder, as the listing shows it, is fine)."""
+    rel = Path(name)
+    if rel.anchor or ".." in rel.parts:
+        return None
+    path = root / rel
+    return path if path.is_dir() else None
 
 
 def _inside(root: Path, name: str) -> Path | None:
@@ -140,13 +145,14 @@ def search_help(name: str, roots: list[str]) -> str:
     return f"searched: {searched}. Put the model in {first}: {how}."
 
 
-def _from_hub(repo_id: str, target: Path) -> Path:
+def _from_hub(repo_id: str, target: Path, family: str) -> Path:
     """A cached full snapshot of repo_id, else a download into target; a clear error offline."""
     from huggingface_hub import snapshot_download
 
     kwargs = dict(allow_patterns=DOWNLOAD_PATTERNS, ignore_patterns=DOWNLOAD_IGNORE)
     try:
         cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
+        _check_weights(cached, family)  # a cache holding only some parts, or only fp16 files, is no full copy
         if model_kind(cached):
             return cached
     except Exception:  # not in the cache: fall through to a download
@@ -173,7 +179,7 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
         home = name.split("/", 1)[1]
         path = next((p for r in resolved if (p := _inside(r, home))), None)
         if path is None and download and resolved:
-            path = _from_hub(name, resolved[0] / home)
+            path = _from_hub(name, resolved[0] / home, family)
     if path is None:
         broken = next((p for r in resolved if (p := _folder(r, name))), None)
         if broken is not None:
@@ -193,20 +199,25 @@ def check_family(name: str, path: Path, family: str) -> Path:
     return path
 
 
-def _check_weights(folder: Path, parts: list[str]) -> None:
-    """Each weight subfolder must hold safetensors; pickle-only folders are refused, never unpickled."""
-    for part in parts:
-        files = list((folder / part).glob("*")) if (folder / part).is_dir() else []
-        if not any(f.name.endswith(".safetensors") for f in files):
-            pickles = [f.name for f in files if f.name.endswith(_PICKLE_SUFFIXES)]
-            why = (
-                f"holds only pickle weights ({', '.join(pickles)}), which this package never loads for safety"
-                if pickles else "has no .safetensors weights"
-            )
-            raise KandinskyError(
-                f"model folder {folder / part} {why}: download the safetensors version of the model "
-                f"(huggingface-cli download <hub id> --include '*.safetensors' '*.json' '*.txt') into {folder}."
-            )
+def _check_weights(folder: Path, family: str) -> None:
+    """Each weight part of ``family`` must hold full-precision safetensors, the files from_pretrained loads with no
+    variant (``model.safetensors``, not ``model.fp16.safetensors``); pickles are refused, never unpickled."""
+    for part in WEIGHT_PARTS[family]:
+        names = [f.name for f in (folder / part).iterdir()] if (folder / part).is_dir() else []
+        weights = [n for n in names if n.endswith(".safetensors")]
+        if any("." not in n.removesuffix(".safetensors") for n in weights):
+            continue
+        pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
+        if pickles:
+            why = f"holds only pickle weights ({', '.join(pickles)}), which this package never loads for safety"
+        elif weights:
+            why = f"holds only variant weights ({', '.join(weights)}), which load only as that variant"
+        else:
+            why = "has no .safetensors weights"
+        raise KandinskyError(
+            f"model folder {folder / part} {why}: download the full-precision safetensors of the model "
+            f"(huggingface-cli download <hub id> --include '*.safetensors' '*.json' '*.txt') into {folder}."
+        )
 
 
 def _load(what: str, folder: Path, fn, *args, **kwargs):
@@ -253,7 +264,7 @@ def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
                               CLIPVisionModelWithProjection)
 
     folder = Path(folder)
-    _check_weights(folder, ["prior", "text_encoder", "image_encoder"])
+    _check_weights(folder, PRIOR)
     tf = dict(use_safetensors=True, dtype=dtype)
     return PriorBundle(
         prior=_load("prior transformer", folder, PriorTransformer.from_pretrained, folder, subfolder="prior",
@@ -315,7 +326,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     folder = Path(folder)
-    _check_weights(folder, ["unet", "movq"])
+    _check_weights(folder, "decoder")
     kw = dict(use_safetensors=True, torch_dtype=dtype)
     unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
@@ -337,7 +348,7 @@ def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
     folder = Path(folder)
-    _check_weights(folder, ["."])
+    _check_weights(folder, DEPTH)
     model = _load("depth model", folder, AutoModelForDepthEstimation.from_pretrained, folder,
                   use_safetensors=True, dtype=dtype)
     processor = _load("depth image processor", folder, AutoImageProcessor.from_pretrained, folder)

@@ -125,6 +125,7 @@ def test_the_good_inputs_run(run_node, models):
 @pytest.mark.parametrize("damage,message", [
     ("pickle", r"only pickle weights \(diffusion_pytorch_model.bin\).*never loads"),
     ("missing", "has no .safetensors weights"),
+    ("variant", r"only variant weights \(diffusion_pytorch_model.fp16.safetensors\).*full-precision"),
     ("corrupt", "could not load the decoder UNet.*download the model again"),
     ("config", "holds no model this package recognises.*download the model again"),
 ])
@@ -141,6 +142,8 @@ def test_broken_model_folders_are_clear_errors(run_node, models_dir, damage, mes
                 b"cos\nsystem\n(S'touch /tmp/k22-pwned'\ntR.")
         elif damage == "missing":
             weights.unlink()
+        elif damage == "variant":  # what a download with variant="fp16" leaves
+            weights.rename(weights.with_suffix(".fp16.safetensors"))
         elif damage == "corrupt":
             weights.write_bytes(weights.read_bytes()[:1000])
         else:

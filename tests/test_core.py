@@ -196,3 +196,28 @@ def test_a_copy_in_the_hugging_face_cache_is_reused(models_dir, tmp_path, monkey
     empty = tmp_path / "diffusers"
     path = loading.resolve(DECODER_ID, [str(empty)], "decoder")
     assert path == (repo / "snapshots" / "abc123").resolve() and not empty.exists()
+
+
+def test_a_cache_copy_without_full_precision_weights_is_not_used(models_dir, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--kandinsky-community--kandinsky-2-2-decoder"
+    snapshot = repo / "snapshots" / "abc123"
+    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], snapshot)
+    weights = snapshot / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_suffix(".fp16.safetensors"))  # a diffusers download with variant="fp16"
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(KandinskyError, match="could not be downloaded"):  # offline here: a download is tried
+        loading.resolve(DECODER_ID, [str(tmp_path / "diffusers")], "decoder")
+
+
+def test_a_symlinked_model_folder_is_listed_and_loads(models_dir, tmp_path):
+    (tmp_path / "root").mkdir()
+    (tmp_path / "root" / "linked").symlink_to(models_dir / tiny_models.NAMES["text2img"], target_is_directory=True)
+    roots = [str(tmp_path / "root")]
+    assert "linked" in loading.list_models(roots, "decoder")
+    assert loading.resolve("linked", roots, "decoder") == tmp_path / "root" / "linked"
+    with pytest.raises(KandinskyError, match="searched"):
+        loading.resolve("linked/../../root/linked", roots, "decoder")
