@@ -192,7 +192,7 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
 def check_family(name: str, path: Path, family: str) -> Path:
     kind = model_kind(path)
     if family_of(kind) != family:
-        found = f"a {kind} model" if kind else "no model this package recognises"
+        found = f"a model of kind '{kind}'" if kind else "no model this package recognises"
         raise KandinskyError(
             f"model '{name}' ({path}) is {found}, not a {family} model: pick one such as '{HUB_IDS[family][0]}'."
         )
@@ -241,8 +241,7 @@ class PriorBundle:
     image_encoder: torch.nn.Module
     image_processor: object
     scheduler_config: dict
-    path: str
-    dtype: torch.dtype = torch.float32
+    zero_embed: torch.Tensor | None = None  # the zero picture's embedding (on the CPU), once made
 
 
 @dataclass
@@ -251,7 +250,6 @@ class DecoderBundle:
     unet: torch.nn.Module
     scheduler_config: dict
     kind: str
-    path: str
     movq_scale_factor: int  # pixels per latent cell of the MoVQ that came with it
     latent_channels: int  # the MoVQ's latent channels (the UNet may take more: mask, hint)
     preview_factors: torch.Tensor | None  # [latent_channels, 3]: latent cell -> colour, when previews are on
@@ -278,8 +276,6 @@ def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
                               subfolder="image_processor"),
         scheduler_config=dict(_load("scheduler config", folder, UnCLIPScheduler.load_config, folder,
                                     subfolder="scheduler")),
-        path=str(folder),
-        dtype=dtype,
     )
 
 
@@ -331,7 +327,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
     movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
     config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
-    bundle = DecoderBundle(unet, config, model_kind(folder), str(folder), scale_factor(movq),
+    bundle = DecoderBundle(unet, config, model_kind(folder), scale_factor(movq),
                            movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)
     return bundle, movq
 
@@ -341,7 +337,6 @@ class DepthBundle:
     """A transformers depth-estimation model and its image processor; travels as K22_DEPTH_MODEL."""
     model: torch.nn.Module
     processor: object
-    path: str
 
 
 def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) -> DepthBundle:
@@ -352,4 +347,4 @@ def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     model = _load("depth model", folder, AutoModelForDepthEstimation.from_pretrained, folder,
                   use_safetensors=True, dtype=dtype)
     processor = _load("depth image processor", folder, AutoImageProcessor.from_pretrained, folder)
-    return DepthBundle(model, processor, str(folder))
+    return DepthBundle(model, processor)

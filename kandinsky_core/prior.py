@@ -40,10 +40,18 @@ def _encode_text(bundle: PriorBundle, prompts: list[str], uncond: list[str] | No
 
 @torch.no_grad()
 def zero_embeds(bundle: PriorBundle, batch_size: int, device: torch.device) -> torch.Tensor:
-    """The image embedding of an all-zero picture: the reference's negative when there is no negative prompt."""
-    size = bundle.image_encoder.config.image_size
-    zeros = torch.zeros(1, 3, size, size, device=device, dtype=bundle.image_encoder.dtype)
-    return bundle.image_encoder(zeros)["image_embeds"].repeat(batch_size, 1)
+    """The image embedding of an all-zero picture: the reference's negative when there is no negative prompt.
+    Made once per bundle, so that later prompts need no image encoder (a ViT-bigG: 3.7 GB in fp16)."""
+    if bundle.zero_embed is None:
+        size = bundle.image_encoder.config.image_size
+        zeros = torch.zeros(1, 3, size, size, device=device, dtype=bundle.image_encoder.dtype)
+        bundle.zero_embed = bundle.image_encoder(zeros)["image_embeds"].cpu()
+    return bundle.zero_embed.to(device).repeat(batch_size, 1)
+
+
+def needs_image_encoder(bundle: PriorBundle, negative_prompt: str) -> bool:
+    """Whether text_to_embeds will run the image encoder: for the zero embedding, until it is made."""
+    return not negative_prompt and bundle.zero_embed is None
 
 
 def _check(steps: int, batch_size: int, guidance_scale: float) -> None:

@@ -9,9 +9,11 @@ PROMPT = ("STRING", {"multiline": True, "default": "", "tooltip":
 SEED = ("INT", {"default": 0, "min": 0, "max": bridge.SEED_MAX, "tooltip": "Seed of the noise (CPU generator)."})
 
 
-def loaded(prior):
-    """The prior's models on ComfyUI's device (the image encoder too: it makes the zero and picture embeddings)."""
-    return bridge.loaded(prior.prior, prior.text_encoder, prior.image_encoder)
+def loaded(prior, image_encoder: bool = True):
+    """The prior's models on ComfyUI's device; the image encoder (for picture embeddings and the zero one) when
+    asked."""
+    encoders = [prior.text_encoder, prior.image_encoder] if image_encoder else [prior.text_encoder]
+    return bridge.loaded(prior.prior, *encoders)
 
 
 def outputs(embeds) -> tuple:
@@ -45,7 +47,7 @@ class Kandinsky22PriorEncode(bridge.K22Node):
         return {"required": {"prior": PRIOR_INPUT, "prompt": PROMPT, **prior_inputs()}}
 
     def run(self, prior, prompt, negative_prompt, guidance_scale, steps, seed, batch_size):
-        with loaded(prior) as dev:
+        with loaded(prior, prior_stage.needs_image_encoder(prior, negative_prompt)) as dev:
             return outputs(prior_stage.text_to_embeds(
                 prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=seed,
                 batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)))

@@ -1,4 +1,6 @@
 """The nodes as ComfyUI calls them (in-process, under inference_mode): contract, parity, clear errors."""
+import sys
+
 import pytest
 import torch
 
@@ -111,6 +113,37 @@ def test_movq_encode_decode_round_trip(run_node, loaded):
     assert decoded.shape == (2, 64, 128, 3) and 0 <= decoded.min() and decoded.max() <= 1
 
 
+@pytest.fixture
+def loads(comfy, monkeypatch):
+    """What the nodes ask ComfyUI to load: (modules, memory_required) per call."""
+    bridge, calls = sys.modules[f"{comfy.__name__}.nodes.comfy_bridge"], []
+    real = bridge.loaded
+    monkeypatch.setattr(bridge, "loaded", lambda *m, memory_required=0: calls.append((m, memory_required)) or real(*m))
+    return calls
+
+
+def test_inpaint_budgets_memory_for_the_batch_of_a_plain_mask(run_node, loads):
+    """A MASK may come as [H, W]: the memory estimate counts it as batch 1, not H."""
+    (inpaint, movq) = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
+                               dtype="fp32")
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    for mask in (torch.ones(64, 64), torch.ones(1, 64, 64)):
+        run_node("Kandinsky22Inpaint", decoder=inpaint, positive=embeds, negative=embeds, latent=latent, mask=mask,
+                 steps=1, guidance_scale=4.0, seed=0, scheduler="default")
+    assert loads[-2][1] == loads[-1][1] > 0
+
+
+def test_prior_encode_needs_the_image_encoder_only_for_the_first_zero_embedding(run_node, loads, models_dir):
+    (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
+    runs = [run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt=negative,
+                     guidance_scale=4.0, steps=3, seed=5, batch_size=2) for negative in ("", "", "blurry")]
+    assert [prior.image_encoder in modules for modules, _ in loads] == [True, False, False]
+    assert torch.equal(runs[0][1], runs[1][1])
+    expected = reference.prior(models_dir, "a cat", steps=3, seed=5, batch_size=2)
+    assert reference.max_diff(runs[1][0], expected[0]) <= 1e-5 and reference.max_diff(runs[1][1], expected[1]) <= 1e-5
+
+
 def test_sd_latent_is_a_clear_error(run_node, loaded):
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
     with pytest.raises(ValueError, match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
@@ -121,8 +154,9 @@ def test_wrong_decoder_kind_is_a_clear_error(run_node, loaded):
     (inpaint, _) = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
                         dtype="fp32")
     embeds = torch.zeros(1, tiny_models.EMBED)
-    with pytest.raises(ValueError, match="Kandinsky22Txt2Img: decoder is a inpaint decoder but this node needs a "
-                                         "text2img decoder: load 'kandinsky-community/kandinsky-2-2-decoder'"):
+    with pytest.raises(ValueError, match="Kandinsky22Txt2Img: decoder is the inpaint decoder but this node needs the "
+                                         "text2img decoder: load 'kandinsky-community/kandinsky-2-2-decoder' \\(the "
+                                         "folder models/diffusers/kandinsky-2-2-decoder\\)"):
         run_node("Kandinsky22Txt2Img", decoder=inpaint, positive=embeds, negative=embeds, width=64, height=64,
              steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
 
@@ -165,7 +199,7 @@ def test_every_decode_node_names_the_decoder_it_needs(run_node, loaded, node, ki
     extra = {"Kandinsky22Inpaint": dict(latent=latent, mask=torch.ones(1, 64, 64)),
              "Kandinsky22ControlNet": dict(hint=torch.rand(1, 64, 64, 3), width=64, height=64, batch_size=1),
              "Kandinsky22Img2Img": dict(latent=latent, strength=0.5)}[node]
-    with pytest.raises(ValueError, match=f"{node}: decoder is a {kind} decoder.*{needs}"):
+    with pytest.raises(ValueError, match=f"{node}: decoder is the {kind} decoder.*{needs}"):
         run_node(node, **inputs, **extra)
 
 
@@ -231,3 +265,17 @@ def test_prior_image_encoder_from_a_clip_vision_file(comfy, run_node, loaded, tm
         run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto", image_encoder="other.safetensors")
     with pytest.raises(ValueError, match="image_encoder 'pickled.bin' is not a safetensors file"):
         run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto", image_encoder="pickled.bin")
+
+
+def test_latents_are_float32_and_never_views_of_an_input(run_node, loaded):
+    """ComfyUI's latent nodes expect float32 LATENTs of their own: an fp16 decoder's too; and strength 0 (no step)
+    gives a copy, so an in-place edit downstream cannot reach the input's cached LATENT."""
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    for dtype in ("fp16", "fp32"):
+        decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype=dtype)
+        (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
+        (same,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds, negative=embeds, latent=latent,
+                           strength=0.0, steps=2, guidance_scale=4.0, seed=0, scheduler="default")
+        assert latent["samples"].dtype == same["samples"].dtype == torch.float32
+        assert torch.equal(same["samples"], latent["samples"])
+        assert same["samples"].untyped_storage().data_ptr() != latent["samples"].untyped_storage().data_ptr()
