@@ -17,8 +17,8 @@ def make_hint(bundle: DepthBundle, images: torch.Tensor, device: torch.device | 
     for picture in to_uint8_pictures(images):  # one at a time, as the pipeline runs them
         inputs = processor(images=picture, return_tensors="pt").to(device=device, dtype=model.dtype)
         output = model(**inputs)
-        depth = processor.post_process_depth_estimation(output, [picture.size[::-1]])[0]["predicted_depth"]
-        depth = depth.float().cpu().numpy()
-        depth = (depth - depth.min()) / (depth.max() - depth.min())
+        depth = processor.post_process_depth_estimation(output, target_sizes=[picture.size[::-1]])[0]
+        depth = depth["predicted_depth"].float().cpu().numpy()
+        depth = (depth - depth.min()) / max(depth.max() - depth.min(), 1e-12)  # a flat map stays finite: all 0
         hints.append(torch.from_numpy((depth * 255).astype("uint8").astype(np.float32) / 255.0))
     return torch.stack(hints)[:, None].expand(-1, 3, -1, -1).contiguous()

@@ -108,10 +108,6 @@ def grow_repaint(keep: torch.Tensor) -> torch.Tensor:
 def keep_mask(mask: torch.Tensor, pixel_hw: tuple[int, int], latent_hw: tuple[int, int]) -> torch.Tensor:
     """ComfyUI MASK [B, H, W] (1 = repaint) -> the reference's latent-size keep mask [B, 1, h, w] (1 = keep):
     resized to the pixel size when it differs, thresholded at 0.5, inverted, nearest down, grown."""
-    mask = mask[None] if mask.ndim == 2 else mask
-    if mask.ndim != 3:
-        raise KandinskyError(f"mask must be a MASK [batch, height, width], got shape {tuple(mask.shape)}.")
-    check_finite("mask", mask)
     mask = mask[:, None].float()
     if tuple(mask.shape[-2:]) != tuple(pixel_hw):
         mask = F.interpolate(mask, size=pixel_hw, mode="bilinear", align_corners=False)
@@ -205,7 +201,7 @@ def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     timesteps = sched.timesteps[t_start * sched.order:]
     latents = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
     if len(timesteps) == 0:
-        return latents  # strength too small for a single step: nothing is repainted
+        return latents.clone()  # strength too small for a step: nothing repainted (a copy, not a view of the input)
     if hasattr(sched, "set_begin_index"):
         sched.set_begin_index(t_start * sched.order)
     embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
@@ -225,7 +221,10 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
             callback: StepCallback | None = None) -> torch.Tensor:
     """Repaint where ``mask`` [B, H, W] is 1, as KandinskyV22InpaintPipeline does, but blending every image
     of a batch with its own original (the reference blends only the first)."""
-    mask = mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 3:
+        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise KandinskyError(f"mask must be a MASK [batch, height, width], got {shape}.")
+    check_finite("mask", mask)
     batch = check_inputs(decoder, positive, negative, steps, guidance_scale, latent=check_latents(decoder, latents),
                          mask=mask)
     device, cfg = torch.device(device), guidance_scale > 1

@@ -21,7 +21,7 @@ from ..kandinsky_core.loading import DTYPES
 
 CATEGORY = "Kandinsky 2.2"
 LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
-PREVIEW_SIZE = 512  # longest side of a preview, as ComfyUI's own
+PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: today's --preview-size, else 512
 
 
 class K22Node:
@@ -215,7 +215,7 @@ def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def make_latent(samples: torch.Tensor) -> dict:
-    return {"samples": samples.to(out_device()), LATENT_MARKER: True}
+    return {"samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}  # float32, as ComfyUI's own
 
 
 def latent_samples(latent, name: str = "latent") -> torch.Tensor:

@@ -63,10 +63,13 @@ class _Decode(bridge.K22Node):
     def decode(self, sampler, decoder, steps: int, batch: int, /, size=None, **inputs):
         """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents: of the pixel
         ``size`` (height, width) for nodes that paint from noise, else of the input latents."""
-        if getattr(decoder, "kind", None) != self.KIND:
-            raise KandinskyError(
-                f"decoder is a {getattr(decoder, 'kind', 'unknown')} decoder but this node needs a {self.KIND} "
-                f"decoder: load '{HUB_ID_FOR_KIND[self.KIND]}' in Kandinsky 2.2 Decoder Loader.")
+        kind = getattr(decoder, "kind", None)
+        if kind != self.KIND:
+            hub_id = HUB_ID_FOR_KIND[self.KIND]
+            found = f"the {kind} decoder" if kind else f"not a Kandinsky 2.2 decoder ({type(decoder).__name__})"
+            raise KandinskyError(f"decoder is {found} but this node needs the {self.KIND} decoder: load '{hub_id}' "
+                                 f"(the folder models/diffusers/{hub_id.split('/')[1]}) in Kandinsky 2.2 Decoder "
+                                 f"Loader.")
         if size is not None:
             inputs["latent_hw"] = movq.latent_size(*size, decoder.movq_scale_factor)
         latent_hw = inputs["latent_hw"] if size is not None else inputs["latents"].shape[-2:]
@@ -126,9 +129,9 @@ class Kandinsky22Inpaint(_Decode):
             **common_inputs()}}
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
-        latents = bridge.latent_samples(latent)
+        latents, mask = bridge.latent_samples(latent), bridge.as_mask(mask)
         return self.decode(sampling.inpaint, decoder, steps, largest_batch(positive, latents, mask),
-                           positive=positive, negative=negative, latents=latents, mask=bridge.as_mask(mask),
+                           positive=positive, negative=negative, latents=latents, mask=mask,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -161,5 +164,6 @@ class Kandinsky22ControlNetImg2Img(_Decode):
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
         return self.decode(sampling.img2img, decoder, steps, largest_batch(positive, latents, hint),
-                           positive=positive, negative=negative, latents=latents, hint=bridge.image_to_bchw(hint, "hint"),
-                           strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
+                           positive=positive, negative=negative, latents=latents,
+                           hint=bridge.image_to_bchw(hint, "hint"), strength=strength,
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

@@ -31,8 +31,8 @@ class Kandinsky22EmbedsMix(bridge.K22Node):
 
     def run(self, embeds_1, weight_1, embeds_2, weight_2, method, embeds_3=None, weight_3=0.0, embeds_4=None,
             weight_4=0.0):
-        given = [(f"embeds_{i}", e, float(w)) for i, (e, w) in enumerate(
-            [(embeds_1, weight_1), (embeds_2, weight_2), (embeds_3, weight_3), (embeds_4, weight_4)], 1) if e is not None]
+        pairs = [(embeds_1, weight_1), (embeds_2, weight_2), (embeds_3, weight_3), (embeds_4, weight_4)]
+        given = [(f"embeds_{i}", e, float(w)) for i, (e, w) in enumerate(pairs, 1) if e is not None]
         names, embeds, weights = zip(*given)
         return (embeds_stage.mix(list(embeds), list(weights), method, list(names)).to(bridge.out_device()),)
 

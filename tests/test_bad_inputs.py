@@ -60,7 +60,7 @@ DECODERS = ["Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "K
             "Kandinsky22ControlNetImg2Img"]
 CASES = [
     ("Kandinsky22PriorLoader", dict(model="someone/missing"), "model 'someone/missing' is not on disk.*huggingface-cli"),
-    ("Kandinsky22PriorLoader", dict(model="kandinsky-2-2-decoder"), "is a text2img model, not a prior model"),
+    ("Kandinsky22PriorLoader", dict(model="kandinsky-2-2-decoder"), "is a model of kind 'text2img', not a prior model"),
     ("Kandinsky22PriorLoader", dict(dtype="fp64"), "dtype 'fp64' is unknown: pick one of auto, fp32, fp16, bf16"),
     ("Kandinsky22DecoderLoader", dict(model="../../etc"), "model '../../etc' was not found"),
     ("Kandinsky22DepthLoader", dict(model="kandinsky-2-2-prior"), "model 'kandinsky-2-2-prior' was not found"),
@@ -107,7 +107,7 @@ CASES = [
       for node in DECODERS],
     *[(node, dict(negative=NAN), "negative holds NaN or infinite values") for node in DECODERS],
     *[(node, dict(positive=INF), "positive holds NaN or infinite values") for node in DECODERS],
-    ("Kandinsky22Txt2Img", dict(decoder="not a decoder"), "decoder is a unknown decoder"),
+    ("Kandinsky22Txt2Img", dict(decoder="not a decoder"), r"decoder is not a Kandinsky 2.2 decoder \(str\)"),
 ]
 
 

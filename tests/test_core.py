@@ -82,7 +82,7 @@ def test_missing_hub_model_offline_names_the_folder(tmp_path):
 
 
 def test_wrong_family_is_clear(models_dir):
-    with pytest.raises(KandinskyError, match="is a prior model, not a decoder model"):
+    with pytest.raises(KandinskyError, match="is a model of kind 'prior', not a decoder model"):
         loading.resolve("kandinsky-2-2-prior", [str(models_dir)], "decoder")
 
 

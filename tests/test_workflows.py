@@ -1,6 +1,8 @@
 """Each seed workflow as a node graph against the diffusers pipelines that define it, on the same tiny weights and
 seeds. The documentation's examples reuse one generator across calls; nodes seed each call afresh, so the
 reference gets a fresh generator per pipeline call."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -196,3 +198,13 @@ def test_slerp_keeps_the_length_and_the_ends(run_node):
     assert torch.allclose(half.norm(), (a.norm() + b.norm()) / 2, atol=1e-5)
     cos = torch.nn.functional.cosine_similarity
     assert torch.allclose(cos(half, a), cos(half, b), atol=1e-5)  # halfway along the arc
+
+
+def test_depth_hint_of_a_flat_depth_map_is_black_not_nan(run_node, depth_dir):
+    (model,) = run_node("Kandinsky22DepthLoader", model=tiny_models.DEPTH_NAME)
+    torch.nn.init.zeros_(model.model.head.head[-2].weight)  # the last conv: depth 0 everywhere
+    torch.nn.init.zeros_(model.model.head.head[-2].bias)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy's "invalid value encountered" of a 0 / 0
+        (hint,) = run_node("Kandinsky22DepthHint", depth_model=model, image=as_image(picture(4)))
+    assert hint.shape == (1, SIZE, SIZE, 3) and torch.equal(hint, torch.zeros_like(hint))
