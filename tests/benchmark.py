@@ -196,8 +196,9 @@ class Graph:
         g = copy.deepcopy(WORKFLOW)
         g["1"]["inputs"]["dtype"] = DTYPE
         g["2"]["inputs"].update(dtype=DTYPE, **self.settings)
-        g["3"]["inputs"]["steps"] = PRIOR_STEPS
-        g["4"]["inputs"].update(width=self.px, height=self.px, steps=steps, seed=seed, scheduler=scheduler)
+        g["3"]["inputs"].update(steps=PRIOR_STEPS, guidance_scale=GUIDANCE)
+        g["4"]["inputs"].update(width=self.px, height=self.px, steps=steps, seed=seed, scheduler=scheduler,
+                                guidance_scale=GUIDANCE)
         return g
 
     def run(self, graph, outputs=None) -> list[str]:
