@@ -153,6 +153,11 @@ def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -
     return int(latent_area * mm.dtype_size(dtype) / 50 * 1024 * 1024 * scale)
 
 
+def items_that_fit(per_item: int, dev: torch.device) -> int:
+    """How many items of ``per_item`` activation bytes the device's free memory takes at once (at least 1)."""
+    return max(1, int(mm.get_free_memory(dev) // max(per_item, 1)))
+
+
 @contextlib.contextmanager
 def loaded(*modules: torch.nn.Module, memory_required: int = 0):
     """Load whole models on ComfyUI's device through its manager (which frees what others hold if it must) and

@@ -1,12 +1,18 @@
 """MoVQ nodes: pixels <-> Kandinsky 2.2 latents."""
+import torch
+
 from ..kandinsky_core import movq as movq_stage
 from . import comfy_bridge as bridge
 
 
-def loaded(movq, batch: int, height: int, width: int):
-    """The MoVQ on ComfyUI's device, with room for its full-resolution activations."""
-    area = batch * height * width // movq_stage.scale_factor(movq) ** 2
-    return bridge.loaded(movq, memory_required=bridge.activation_bytes(area, next(movq.parameters()).dtype, 4.0))
+def in_batches(movq, fn, x: torch.Tensor, pixel_hw: tuple[int, int]) -> torch.Tensor:
+    """``fn(movq, part, device)`` over ``x`` in parts that fit ComfyUI's free memory, as its VAE nodes split a
+    batch: the MoVQ works at full resolution, so a batch of large pictures may not fit at once."""
+    area = pixel_hw[0] * pixel_hw[1] // movq_stage.scale_factor(movq) ** 2
+    per_item = bridge.activation_bytes(area, next(movq.parameters()).dtype, 4.0)
+    with bridge.loaded(movq, memory_required=per_item) as dev:
+        size = bridge.items_that_fit(per_item, dev)
+        return torch.cat([fn(movq, x[i:i + size], dev).to(bridge.out_device()) for i in range(0, len(x), size)])
 
 
 class Kandinsky22MoVQEncode(bridge.K22Node):
@@ -24,8 +30,7 @@ class Kandinsky22MoVQEncode(bridge.K22Node):
 
     def run(self, movq, image):
         pixels = bridge.image_to_bchw(image)
-        with loaded(movq, pixels.shape[0], *pixels.shape[-2:]) as dev:
-            return (bridge.make_latent(movq_stage.encode(movq, pixels, dev)),)
+        return (bridge.make_latent(in_batches(movq, movq_stage.encode, pixels, pixels.shape[-2:])),)
 
 
 class Kandinsky22MoVQDecode(bridge.K22Node):
@@ -43,6 +48,6 @@ class Kandinsky22MoVQDecode(bridge.K22Node):
     def run(self, movq, latent):
         samples = movq_stage.check_latents(movq, bridge.latent_samples(latent))
         factor = movq_stage.scale_factor(movq)
-        with loaded(movq, samples.shape[0], samples.shape[-2] * factor, samples.shape[-1] * factor) as dev:
-            return (bridge.bchw_to_image(movq_stage.decode(movq, samples, dev)),)
+        pixel_hw = (samples.shape[-2] * factor, samples.shape[-1] * factor)
+        return (bridge.bchw_to_image(in_batches(movq, movq_stage.decode, samples, pixel_hw)),)
 

@@ -144,6 +144,25 @@ def test_prior_encode_needs_the_image_encoder_only_for_the_first_zero_embedding(
     assert reference.max_diff(runs[1][0], expected[0]) <= 1e-5 and reference.max_diff(runs[1][1], expected[1]) <= 1e-5
 
 
+def test_movq_splits_a_batch_that_does_not_fit(run_node, loaded, comfy, monkeypatch):
+    movq = loaded[2]
+    image = torch.rand(3, 64, 128, 3)
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
+    (whole,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    bridge = sys.modules[f"{comfy.__name__}.nodes.comfy_bridge"]
+    monkeypatch.setattr(bridge, "items_that_fit", lambda per_item, dev: 2)  # memory for 2 pictures at a time
+    core, parts_seen = sys.modules[f"{comfy.__name__}.kandinsky_core.movq"], []
+    for name in ("encode", "decode"):
+        real = getattr(core, name)
+        monkeypatch.setattr(core, name, lambda m, x, dev, real=real: parts_seen.append(len(x)) or real(m, x, dev))
+    (latent_parts,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
+    (parts,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    # The same within float32 rounding: a convolution over 2 pictures may round otherwise than over 3.
+    assert reference.max_diff(latent_parts["samples"], latent["samples"]) <= 1e-5
+    assert parts.shape == whole.shape == (3, 64, 128, 3) and reference.max_diff(parts, whole) <= 1e-5
+    assert parts_seen == [2, 1, 2, 1]
+
+
 def test_sd_latent_is_a_clear_error(run_node, loaded):
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
     with pytest.raises(ValueError, match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
