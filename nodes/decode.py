@@ -59,6 +59,7 @@ class _Decode(bridge.K22Node):
     KIND = TEXT2IMG
     CATEGORY = f"{bridge.CATEGORY}/decode"
     RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("Kandinsky 2.2 MoVQ latents: Kandinsky 2.2 MoVQ Decode turns them into a picture.",)
 
     def decode(self, sampler, decoder, steps: int, batch: int, /, size=None, **inputs):
         """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents: of the pixel

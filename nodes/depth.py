@@ -7,6 +7,7 @@ class Kandinsky22DepthHint(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/depth"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("hint",)
+    OUTPUT_TOOLTIPS = ("The depth map (white = near) as a picture, for the ControlNet decode nodes' hint.",)
     DESCRIPTION = ("Estimates a picture's depth (white = near) as the hint for the ControlNet decoders, built as "
                    "the Kandinsky 2.2 documentation builds it. Any other depth map IMAGE works as a hint too.")
 

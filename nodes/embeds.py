@@ -16,6 +16,8 @@ class Kandinsky22EmbedsMix(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/embeds"
     RETURN_TYPES = ("K22_EMBEDS",)
     RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("The mixed CLIP image embeddings: a decode node's positive (or negative), or another mix's "
+                       "input.",)
     DESCRIPTION = ("Blends 2 to 4 embeddings of texts and pictures. weighted_sum is the reference interpolate "
                    "(the plain sum of weight x embedding; weights summing to 1 keep the scale); slerp blends "
                    "along the sphere CLIP embeddings live on, with the weights as shares.")
@@ -41,6 +43,8 @@ class Kandinsky22CLIPVisionEmbeds(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/embeds"
     RETURN_TYPES = ("K22_EMBEDS",)
     RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("The CLIP vision output as Kandinsky 2.2 image embeddings: a decode node's positive, or a "
+                       "mix's input.",)
     DESCRIPTION = ("Turns the output of ComfyUI's CLIP Vision Encode into Kandinsky 2.2 embeddings. Use a ViT-bigG "
                    "clip_vision model (the image encoder Kandinsky 2.2 was trained with); ComfyUI preprocesses "
                    "pictures a little differently from Kandinsky 2.2 Image Encode.")

@@ -43,6 +43,7 @@ class Kandinsky22PriorLoader(_Loader):
     FAMILY = loading.PRIOR
     RETURN_TYPES = ("K22_PRIOR",)
     RETURN_NAMES = ("prior",)
+    OUTPUT_TOOLTIPS = ("The prior: for Prior Encode, Prior Emb2Emb and Image Encode.",)
     DESCRIPTION = ("Loads the Kandinsky 2.2 prior (CLIP ViT-bigG text and image encoders and the diffusion prior) "
                    "that turns prompts and pictures into CLIP image embeddings.")
 
@@ -66,6 +67,8 @@ class Kandinsky22DecoderLoader(_Loader):
     FAMILY = "decoder"
     RETURN_TYPES = ("K22_DECODER", "K22_MOVQ")
     RETURN_NAMES = ("decoder", "movq")
+    OUTPUT_TOOLTIPS = ("The decoder UNet, for the decode nodes of its kind.",
+                       "The MoVQ autoencoder, for MoVQ Encode and MoVQ Decode.")
     DESCRIPTION = ("Loads a Kandinsky 2.2 decoder (text-to-image, inpaint or ControlNet depth UNet) and the MoVQ "
                    "autoencoder that comes with it.")
 
@@ -92,6 +95,7 @@ class Kandinsky22DepthLoader(_Loader):
     FOLDER = bridge.DEPTH_FOLDER
     RETURN_TYPES = ("K22_DEPTH_MODEL",)
     RETURN_NAMES = ("depth_model",)
+    OUTPUT_TOOLTIPS = ("The depth-estimation model, for Depth Hint.",)
     DESCRIPTION = ("Loads a transformers depth-estimation model (such as Intel/dpt-large) from "
                    "models/depth_estimation, for Kandinsky 2.2 Depth Hint.")
 

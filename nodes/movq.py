@@ -18,6 +18,7 @@ def in_batches(movq, fn, x: torch.Tensor, pixel_hw: tuple[int, int]) -> torch.Te
 class Kandinsky22MoVQEncode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/movq"
     RETURN_TYPES = ("LATENT",)
+    OUTPUT_TOOLTIPS = ("The picture's MoVQ latents, for Image to Image, Inpaint and ControlNet Image to Image.",)
     DESCRIPTION = ("Encodes a picture into Kandinsky 2.2 MoVQ latents (for image-to-image and inpainting). "
                    "Sizes off the MoVQ's grid (64 px for the real model) are resized up to it.")
 
@@ -36,6 +37,7 @@ class Kandinsky22MoVQEncode(bridge.K22Node):
 class Kandinsky22MoVQDecode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/movq"
     RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The picture.",)
     DESCRIPTION = "Decodes Kandinsky 2.2 MoVQ latents into a picture."
 
     @classmethod

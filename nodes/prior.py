@@ -6,6 +6,9 @@ PRIOR_INPUT = ("K22_PRIOR", {"tooltip": "From Kandinsky 2.2 Prior Loader."})
 
 PROMPT = ("STRING", {"multiline": True, "default": "", "tooltip":
           "What to paint. CLIP reads at most 77 tokens; the rest is cut off."})
+POSITIVE_NEGATIVE = ("The prompt's CLIP image embeddings: a decode node's positive.",
+                     "The negative prompt's embeddings (the empty picture's when it is empty): a decode node's "
+                     "negative.")
 SEED = ("INT", {"default": 0, "min": 0, "max": bridge.SEED_MAX, "tooltip": "Seed of the noise (CPU generator)."})
 
 
@@ -38,6 +41,7 @@ class Kandinsky22PriorEncode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/prior"
     RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS")
     RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = POSITIVE_NEGATIVE
     DESCRIPTION = ("Turns a prompt into the CLIP image embedding the decoder paints from (the first of Kandinsky "
                    "2.2's two stages). negative is the embedding of the negative prompt, or of an empty picture "
                    "when the negative prompt is empty.")
@@ -57,6 +61,7 @@ class Kandinsky22PriorEmb2Emb(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/prior"
     RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS")
     RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = POSITIVE_NEGATIVE
     DESCRIPTION = ("Moves a picture's CLIP embedding towards a prompt: the picture's embedding is noised to "
                    "strength and denoised by the prior. With strength 1 and the negative prior prompt as prompt, "
                    "its positive serves as a decoder's negative.")
@@ -84,6 +89,7 @@ class Kandinsky22ImageEncode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/embeds"
     RETURN_TYPES = ("K22_EMBEDS",)
     RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("The picture's CLIP image embedding (one per picture of the batch).",)
     DESCRIPTION = ("The CLIP image embedding of a picture (the prior's own image encoder): mix it with text "
                    "embeddings, or paint variations of the picture from it.")
 

@@ -54,6 +54,7 @@ def test_contract(comfy):
     assert set(mappings) == set(CONTRACT)
     for name, cls in mappings.items():
         assert cls.CATEGORY.startswith("Kandinsky 2.2/") and cls.DESCRIPTION, name
+        assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(cls.OUTPUT_TOOLTIPS), name
         assert name in comfy.NODE_DISPLAY_NAME_MAPPINGS
         for group in cls.INPUT_TYPES().values():
             for input_name, spec in group.items():
