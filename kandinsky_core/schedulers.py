@@ -7,8 +7,8 @@ import diffusers
 
 from .errors import KandinskyError
 
-# name -> (diffusers class name, overrides of the model's config). DPM-Solver-type schedulers would keep
-# a learned variance_type from the config and cut the UNet output to 3 channels, hence None.
+# name -> (diffusers class name, overrides of the model's config). variance_type None guards DPM-Solver against a
+# config with a learned variance (the real decoder's is fixed_small): it would cut the UNet output to 3 channels.
 SCHEDULERS = {
     "default": (None, {}),
     "ddim": ("DDIMScheduler", {}),
