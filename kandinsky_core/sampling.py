@@ -243,7 +243,7 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
         original = image
         if i < len(timesteps) - 1:  # the kept area at the next step's noise level
             # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
-            # (1), 19 times too loud for Euler's sigmas.
+            # (1), too loud for Euler's sigmas (19 times at 20 steps).
             original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
         return keep * original + (1 - keep) * current
 
