@@ -45,9 +45,19 @@ def decode(movq, latents: torch.Tensor, device: torch.device | str = "cpu") -> t
     return (image * 0.5 + 0.5).clamp(0, 1).float()
 
 
+def restore_size(pixels: torch.Tensor, size: tuple[int, int] | None, factor: int,
+                 latent_hw: tuple[int, int]) -> torch.Tensor:
+    """Decoded pixels back at the ``size`` of the picture that encode stretched up to the grid, when the latents
+    still have the size that picture maps to (a latent node that resized them makes the old size meaningless)."""
+    if not size or tuple(size) == tuple(pixels.shape[-2:]) or latent_size(*size, factor) != tuple(latent_hw):
+        return pixels
+    return F.interpolate(pixels, size=tuple(size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+
+
 @torch.no_grad()
 def encode(movq, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Pixels ``[B, 3, H, W]`` in 0..1 -> latents. Sizes off the latent grid are resized (bicubic) up to it."""
+    """Pixels ``[B, 3, H, W]`` in 0..1 -> latents. Sizes off the latent grid are resized (bicubic) up to it
+    (``restore_size`` takes decoded pixels back)."""
     factor = scale_factor(movq)
     height, width = images.shape[-2:]
     h, w = latent_size(height, width, factor)

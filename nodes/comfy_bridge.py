@@ -21,6 +21,7 @@ from ..kandinsky_core.loading import DTYPES
 
 CATEGORY = "Kandinsky 2.2"
 LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
+SIZE_KEY = "kandinsky22_size"  # LATENT key: (height, width) of the picture MoVQ Encode encoded
 PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: today's --preview-size, else 512
 
 
@@ -219,8 +220,10 @@ def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.movedim(1, -1).to(out_device(), torch.float32)
 
 
-def make_latent(samples: torch.Tensor) -> dict:
-    return {"samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}  # float32, as ComfyUI's own
+def make_latent(samples: torch.Tensor, size: tuple[int, int] | None = None) -> dict:
+    """A LATENT of this pack (float32, as ComfyUI's own), with the pixel size of the picture it came from."""
+    latent = {"samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}
+    return {**latent, SIZE_KEY: tuple(size)} if size else latent
 
 
 def latent_samples(latent, name: str = "latent") -> torch.Tensor:

@@ -61,9 +61,10 @@ class _Decode(bridge.K22Node):
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Kandinsky 2.2 MoVQ latents: Kandinsky 2.2 MoVQ Decode turns them into a picture.",)
 
-    def decode(self, sampler, decoder, steps: int, batch: int, /, size=None, **inputs):
+    def decode(self, sampler, decoder, steps: int, batch: int, /, size=None, picture=None, **inputs):
         """Run ``sampler`` with the UNet loaded, budgeting activations for ``batch`` latents: of the pixel
-        ``size`` (height, width) for nodes that paint from noise, else of the input latents."""
+        ``size`` (height, width) for nodes that paint from noise, else of the input latents, whose LATENT
+        ``picture`` passes on the size of the picture they came from."""
         kind = getattr(decoder, "kind", None)
         if kind != self.KIND:
             hub_id = HUB_ID_FOR_KIND[self.KIND]
@@ -78,7 +79,7 @@ class _Decode(bridge.K22Node):
         with bridge.loaded(decoder.unet, memory_required=need) as dev:
             samples = sampler(decoder, steps=steps, device=dev, **inputs,
                               callback=bridge.step_callback(steps, decoder.preview_factors))
-        return (bridge.make_latent(samples),)
+        return (bridge.make_latent(samples, size=picture.get(bridge.SIZE_KEY) if picture else None),)
 
 
 def largest_batch(*tensors) -> int:
@@ -112,7 +113,7 @@ class Kandinsky22Img2Img(_Decode):
     def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
         return self.decode(sampling.img2img, decoder, steps, largest_batch(positive, latents),
-                           positive=positive, negative=negative, latents=latents, strength=strength,
+                           picture=latent, positive=positive, negative=negative, latents=latents, strength=strength,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -132,7 +133,7 @@ class Kandinsky22Inpaint(_Decode):
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
         latents, mask = bridge.latent_samples(latent), bridge.as_mask(mask)
         return self.decode(sampling.inpaint, decoder, steps, largest_batch(positive, latents, mask),
-                           positive=positive, negative=negative, latents=latents, mask=mask,
+                           picture=latent, positive=positive, negative=negative, latents=latents, mask=mask,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -165,6 +166,6 @@ class Kandinsky22ControlNetImg2Img(_Decode):
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
         latents = bridge.latent_samples(latent)
         return self.decode(sampling.img2img, decoder, steps, largest_batch(positive, latents, hint),
-                           positive=positive, negative=negative, latents=latents,
+                           picture=latent, positive=positive, negative=negative, latents=latents,
                            hint=bridge.image_to_bchw(hint, "hint"), strength=strength,
                            guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

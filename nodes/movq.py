@@ -20,7 +20,8 @@ class Kandinsky22MoVQEncode(bridge.K22Node):
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("The picture's MoVQ latents, for Image to Image, Inpaint and ControlNet Image to Image.",)
     DESCRIPTION = ("Encodes a picture into Kandinsky 2.2 MoVQ latents (for image-to-image and inpainting). "
-                   "Sizes off the MoVQ's grid (64 px for the real model) are resized up to it.")
+                   "Sizes off the MoVQ's grid (64 px for the real model) are resized up to it; MoVQ Decode gives "
+                   "them back at their own size.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -31,14 +32,16 @@ class Kandinsky22MoVQEncode(bridge.K22Node):
 
     def run(self, movq, image):
         pixels = bridge.image_to_bchw(image)
-        return (bridge.make_latent(in_batches(movq, movq_stage.encode, pixels, pixels.shape[-2:])),)
+        latents = in_batches(movq, movq_stage.encode, pixels, pixels.shape[-2:])
+        return (bridge.make_latent(latents, size=pixels.shape[-2:]),)
 
 
 class Kandinsky22MoVQDecode(bridge.K22Node):
     CATEGORY = f"{bridge.CATEGORY}/movq"
     RETURN_TYPES = ("IMAGE",)
     OUTPUT_TOOLTIPS = ("The picture.",)
-    DESCRIPTION = "Decodes Kandinsky 2.2 MoVQ latents into a picture."
+    DESCRIPTION = ("Decodes Kandinsky 2.2 MoVQ latents into a picture; latents of a picture MoVQ Encode stretched up "
+                   "to the grid come back at that picture's size.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -51,5 +54,7 @@ class Kandinsky22MoVQDecode(bridge.K22Node):
         samples = movq_stage.check_latents(movq, bridge.latent_samples(latent))
         factor = movq_stage.scale_factor(movq)
         pixel_hw = (samples.shape[-2] * factor, samples.shape[-1] * factor)
-        return (bridge.bchw_to_image(in_batches(movq, movq_stage.decode, samples, pixel_hw)),)
+        pixels = in_batches(movq, movq_stage.decode, samples, pixel_hw)
+        size = latent.get(bridge.SIZE_KEY)  # a picture off the grid comes back at its own size
+        return (bridge.bchw_to_image(movq_stage.restore_size(pixels, size, factor, samples.shape[-2:])),)
 

@@ -233,6 +233,26 @@ def test_hints_and_pictures_of_other_sizes_are_resized(run_node):
     assert latent["samples"].shape == (2, 4, 8, 16)
 
 
+def test_a_picture_off_the_grid_comes_back_at_its_own_size(run_node, loaded):
+    """MoVQ Encode stretches 50 x 70 up to the 64 px grid; MoVQ Decode, after Image to Image too, gives 50 x 70 back,
+    unless a latent node changed the latents' size (then the grid size it has)."""
+    _, decoder, movq = loaded
+    picture = torch.rand(1, 50, 70, 3)
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=picture)
+    assert latent["samples"].shape == (1, 4, 8, 16) and latent["kandinsky22_size"] == (50, 70)
+    (back,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    assert back.shape == (1, 50, 70, 3) and 0 <= back.min() and back.max() <= 1
+    (at_grid,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent={**latent, "kandinsky22_size": (64, 128)})
+    expected = torch.nn.functional.interpolate(at_grid.movedim(-1, 1), size=(50, 70), mode="bicubic", antialias=True)
+    assert reference.max_diff(back, expected.clamp(0, 1).movedim(1, -1)) <= 1e-6  # the grid's picture, resized
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    (painted,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds, negative=embeds, latent=latent,
+                          strength=0.5, steps=2, guidance_scale=4.0, seed=0, scheduler="default")
+    assert run_node("Kandinsky22MoVQDecode", movq=movq, latent=painted)[0].shape == (1, 50, 70, 3)
+    upscaled = {**latent, "samples": torch.nn.functional.interpolate(latent["samples"], scale_factor=2)}
+    assert run_node("Kandinsky22MoVQDecode", movq=movq, latent=upscaled)[0].shape == (1, 128, 256, 3)
+
+
 def test_sdpa_attention_is_the_default_and_channels_last_keeps_the_pixels(run_node, loaded):
     prior, decoder, movq = loaded
     processors = {type(p).__name__ for p in decoder.unet.attn_processors.values()}
