@@ -208,12 +208,9 @@ def image_to_bchw(image, name: str = "image") -> torch.Tensor:
     return image.movedim(-1, 1).float()
 
 
-def as_mask(mask, name: str = "mask") -> torch.Tensor:
-    """ComfyUI MASK [B, H, W] or [H, W] -> [B, H, W] float."""
-    if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
-        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise KandinskyError(f"{name} must be a MASK [batch, height, width], got {shape}.")
-    return (mask[None] if mask.ndim == 2 else mask).float()
+def as_mask(mask):
+    """ComfyUI MASK [H, W] -> [1, H, W]; anything else as it is, for the sampler to check."""
+    return mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
 
 
 def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
