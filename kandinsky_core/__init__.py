@@ -1,8 +1,9 @@
 """Kandinsky 2.2 on plain torch + diffusers + transformers, with no ComfyUI import.
 
-Modules: ``loading`` (find and load model folders), ``prior`` (text -> CLIP image embeddings),
-``sampling`` (the decoder's denoising loop), ``schedulers`` (scheduler choices), ``movq``
-(latents <-> pixels) and ``errors``.
+Modules: ``loading`` (find, recognise and load model folders), ``prior`` (text and pictures -> CLIP image
+embeddings), ``embeds`` (blends), ``sampling`` (the decoder's denoising runs), ``schedulers`` (scheduler choices and
+what both stages' runs share), ``movq`` (the latent grid, latents <-> pixels), ``depth``
+(ControlNet hints) and ``errors``.
 """
 from .errors import KandinskyError
 

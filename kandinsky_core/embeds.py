@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import KandinskyError, check_finite
+from .errors import KandinskyError, check_finite, describe
 
 METHODS = ("weighted_sum", "slerp")
 
@@ -26,7 +26,7 @@ def mix(embeds: list[torch.Tensor], weights: list[float], method: str = "weighte
         names: list[str] | None = None) -> torch.Tensor:
     """Blend embeddings [B, D] (a batch of 1 is shared across the others).
 
-    ``weighted_sum``: sum of weight_i * embeds_i, exactly the reference ``interpolate``.
+    ``weighted_sum``: sum of weight_i * embeds_i, exactly KandinskyV22PriorPipeline's ``interpolate``.
     ``slerp``: weights are relative shares (>= 0, not all 0); the embeddings are blended one after another
     along the sphere, each with its share of the total so far, so the order does not bias the result for two.
     """
@@ -36,8 +36,8 @@ def mix(embeds: list[torch.Tensor], weights: list[float], method: str = "weighte
         raise KandinskyError("give as many weights as embeddings, and at least one embedding.")
     widths = {e.shape[-1] for e in embeds}
     if len(widths) > 1 or any(e.ndim != 2 for e in embeds):
-        raise KandinskyError(f"embeds must all be K22_EMBEDS [batch, D] of one width, got "
-                             f"{[tuple(e.shape) for e in embeds]}: mix embeddings of the same prior.")
+        raise KandinskyError(f"embeddings must all be [batch, D] of one width, got "
+                             f"{[describe(e) for e in embeds]}: mix embeddings of the same prior.")
     for i, e in enumerate(embeds):
         check_finite(names[i] if names else f"embeds_{i + 1}", e)
     batches = {e.shape[0] for e in embeds} - {1}

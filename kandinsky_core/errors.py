@@ -1,31 +1,21 @@
-"""The package's own error type: every message names what is wrong and how to fix it."""
+"""The package's own error type and the checks that word it: every message names what is wrong and how to fix it."""
+import torch
 
 
 class KandinskyError(ValueError):
-    """A bad input or model folder, with a message meant for the person who wired the graph."""
+    """A bad input or model folder, with a message meant for the person who chose the inputs. ``input`` names the
+    input the message is about, when it is one, so that a caller can add where such an input comes from."""
+
+    def __init__(self, message: str, input: str | None = None):
+        super().__init__(message)
+        self.input = input
 
 
-SEED_MAX = 0xFFFFFFFFFFFFFFFF
+def describe(x) -> str:
+    """What an error says it got: a tensor's shape, or the type of anything else."""
+    return str(tuple(x.shape)) if isinstance(x, torch.Tensor) else type(x).__name__
 
 
-def generator(seed: int):
-    """The CPU generator every run draws its noise from, whatever device runs the models."""
-    import torch
-
-    if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
-        raise KandinskyError(f"seed is {seed}: it must be between 0 and 2^64-1.")
-    return torch.Generator("cpu").manual_seed(seed)
-
-
-def check_guidance(guidance_scale: float) -> None:
-    import math
-
-    if not math.isfinite(guidance_scale):
-        raise KandinskyError(f"guidance_scale is {guidance_scale}: give a number such as 4.0.")
-
-
-def check_finite(name: str, tensor) -> None:
-    import torch
-
+def check_finite(name: str, tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
-        raise KandinskyError(f"{name} holds NaN or infinite values: check the nodes that made it.")
+        raise KandinskyError(f"{name} holds NaN or infinite values: check what made it.", name)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .errors import KandinskyError
-from .movq import preview_factors, scale_factor
+from .movq import downscale, preview_factors
 
 log = logging.getLogger(__name__)
 
@@ -25,17 +25,16 @@ TEXT2IMG, INPAINT, CONTROLNET = "text2img", "inpaint", "controlnet"
 DECODER_KINDS = (TEXT2IMG, INPAINT, CONTROLNET)
 
 DEPTH = "depth"
-HUB_IDS = {
-    PRIOR: ("kandinsky-community/kandinsky-2-2-prior",),
-    DEPTH: ("Intel/dpt-large", "Intel/dpt-hybrid-midas"),
-    "decoder": (
-        "kandinsky-community/kandinsky-2-2-decoder",
-        "kandinsky-community/kandinsky-2-2-decoder-inpaint",
-        "kandinsky-community/kandinsky-2-2-controlnet-depth",
-    ),
+DECODER_HUB_IDS = {  # the hub repository of each decoder kind
+    TEXT2IMG: "kandinsky-community/kandinsky-2-2-decoder",
+    INPAINT: "kandinsky-community/kandinsky-2-2-decoder-inpaint",
+    CONTROLNET: "kandinsky-community/kandinsky-2-2-controlnet-depth",
 }
-# The hub repository each decoder kind comes from, for error messages.
-HUB_ID_FOR_KIND = {PRIOR: HUB_IDS[PRIOR][0], **dict(zip(DECODER_KINDS, HUB_IDS["decoder"]))}
+HUB_IDS = {  # each family's hub ids, listed first by the loaders
+    PRIOR: ("kandinsky-community/kandinsky-2-2-prior",),
+    "decoder": tuple(DECODER_HUB_IDS.values()),
+    DEPTH: ("Intel/dpt-large", "Intel/dpt-hybrid-midas"),
+}
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles.
@@ -84,8 +83,8 @@ def _mtime(path: str) -> int | None:
 
 
 # Listings by (roots, family), each with the mtimes of the folders its walk went through: valid while none of them
-# changed (ComfyUI keys its own file lists the same way). The loaders list on every validation, several times a
-# prompt, and a walk reads two JSON files per model folder.
+# changed (as ComfyUI keys its own file lists). Callers list often (a UI on every validation), and a walk reads two
+# JSON files per model folder.
 _listings: dict[tuple, tuple[list[str], dict[str, int | None]]] = {}
 
 
@@ -96,7 +95,7 @@ def list_models(roots: list[str], family: str) -> list[str]:
     if cached and all(_mtime(d) == t for d, t in cached[1].items()):
         return list(cached[0])
     names, walked = list(HUB_IDS[family]), {}
-    homes = {hub_id.split("/", 1)[1] for hub_id in names}
+    homes = {home(hub_id) for hub_id in names}
     for root in key[0]:
         walked[root] = _mtime(root)  # None while it is missing: its creation shows as a change
         for dirpath, dirnames, _ in os.walk(root, followlinks=True):
@@ -134,10 +133,14 @@ def is_hub_id(name: str) -> bool:
     return len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
 
 
+def home(name: str) -> str:
+    """The folder a model lives in under a model root: a hub id's name part, any other name as it is."""
+    return name.split("/", 1)[1] if is_hub_id(name) else name
+
+
 def search_help(name: str, roots: list[str]) -> str:
     searched = ", ".join(str(r) for r in roots) or "(no models/diffusers folder is configured)"
-    home = name.split("/", 1)[1] if is_hub_id(name) else name
-    first = Path(roots[0]) / home if roots else Path("models/diffusers") / home
+    first = (Path(roots[0]) if roots else Path("models/diffusers")) / home(name)
     how = (
         f"download it with `huggingface-cli download {name} --local-dir {first}` on a machine with "
         f"network access" if is_hub_id(name) else "copy the diffusers model folder there"
@@ -176,20 +179,15 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
     resolved = [Path(r) for r in roots]
     path = next((p for r in resolved if (p := _inside(r, name))), None)
     if path is None and is_hub_id(name):
-        home = name.split("/", 1)[1]
-        path = next((p for r in resolved if (p := _inside(r, home))), None)
+        path = next((p for r in resolved if (p := _inside(r, home(name)))), None)
         if path is None and download and resolved:
-            path = _from_hub(name, resolved[0] / home, family)
+            path = _from_hub(name, resolved[0] / home(name), family)
     if path is None:
         broken = next((p for r in resolved if (p := _folder(r, name))), None)
         if broken is not None:
             raise KandinskyError(f"folder {broken} holds no model this package recognises (its model_index.json or "
                                  f"config.json is missing or unreadable): download the model again.")
         raise KandinskyError(f"model '{name}' was not found; {search_help(name, roots)}")
-    return check_family(name, path, family)
-
-
-def check_family(name: str, path: Path, family: str) -> Path:
     kind = model_kind(path)
     if family_of(kind) != family:
         found = f"a model of kind '{kind}'" if kind else "no model this package recognises"
@@ -220,9 +218,10 @@ def _check_weights(folder: Path, family: str) -> None:
         )
 
 
-def _load(what: str, folder: Path, fn, *args, **kwargs):
+def _load(what: str, fn, folder: Path, **kwargs):
+    """``fn(folder, **kwargs)``: a from_pretrained or load_config; a clear error for a broken folder."""
     try:
-        return fn(*args, **kwargs)
+        return fn(folder, **kwargs)
     except KandinskyError:
         raise
     except Exception as exc:
@@ -234,7 +233,7 @@ def _load(what: str, folder: Path, fn, *args, **kwargs):
 
 @dataclass
 class PriorBundle:
-    """Everything the prior stage needs; travels through ComfyUI as K22_PRIOR."""
+    """Everything the prior stage needs."""
     prior: torch.nn.Module
     text_encoder: torch.nn.Module
     tokenizer: object
@@ -246,7 +245,7 @@ class PriorBundle:
 
 @dataclass
 class DecoderBundle:
-    """The decoder UNet, its scheduler config and its kind; travels as K22_DECODER."""
+    """The decoder UNet, its scheduler config and its kind."""
     unet: torch.nn.Module
     scheduler_config: dict
     kind: str
@@ -265,17 +264,16 @@ def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     _check_weights(folder, PRIOR)
     tf = dict(use_safetensors=True, dtype=dtype)
     return PriorBundle(
-        prior=_load("prior transformer", folder, PriorTransformer.from_pretrained, folder, subfolder="prior",
+        prior=_load("prior transformer", PriorTransformer.from_pretrained, folder, subfolder="prior",
                     use_safetensors=True, torch_dtype=dtype),
-        text_encoder=_load("text encoder", folder, CLIPTextModelWithProjection.from_pretrained, folder,
+        text_encoder=_load("text encoder", CLIPTextModelWithProjection.from_pretrained, folder,
                            subfolder="text_encoder", **tf),
-        tokenizer=_load("tokenizer", folder, CLIPTokenizer.from_pretrained, folder, subfolder="tokenizer"),
-        image_encoder=_load("image encoder", folder, CLIPVisionModelWithProjection.from_pretrained, folder,
+        tokenizer=_load("tokenizer", CLIPTokenizer.from_pretrained, folder, subfolder="tokenizer"),
+        image_encoder=_load("image encoder", CLIPVisionModelWithProjection.from_pretrained, folder,
                             subfolder="image_encoder", **tf),
-        image_processor=_load("image processor", folder, CLIPImageProcessor.from_pretrained, folder,
+        image_processor=_load("image processor", CLIPImageProcessor.from_pretrained, folder,
                               subfolder="image_processor"),
-        scheduler_config=dict(_load("scheduler config", folder, UnCLIPScheduler.load_config, folder,
-                                    subfolder="scheduler")),
+        scheduler_config=dict(_load("scheduler config", UnCLIPScheduler.load_config, folder, subfolder="scheduler")),
     )
 
 
@@ -324,17 +322,17 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     folder = Path(folder)
     _check_weights(folder, "decoder")
     kw = dict(use_safetensors=True, torch_dtype=dtype)
-    unet = _load("decoder UNet", folder, UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
-    movq = _load("MoVQ", folder, VQModel.from_pretrained, folder, subfolder="movq", **kw)
-    config = dict(_load("scheduler config", folder, DDPMScheduler.load_config, folder, subfolder="scheduler"))
-    bundle = DecoderBundle(unet, config, model_kind(folder), scale_factor(movq),
+    unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
+    movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", **kw)
+    config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))
+    bundle = DecoderBundle(unet, config, model_kind(folder), downscale(movq),
                            movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)
     return bundle, movq
 
 
 @dataclass
 class DepthBundle:
-    """A transformers depth-estimation model and its image processor; travels as K22_DEPTH_MODEL."""
+    """A transformers depth-estimation model and its image processor."""
     model: torch.nn.Module
     processor: object
 
@@ -344,7 +342,6 @@ def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
 
     folder = Path(folder)
     _check_weights(folder, DEPTH)
-    model = _load("depth model", folder, AutoModelForDepthEstimation.from_pretrained, folder,
-                  use_safetensors=True, dtype=dtype)
-    processor = _load("depth image processor", folder, AutoImageProcessor.from_pretrained, folder)
+    model = _load("depth model", AutoModelForDepthEstimation.from_pretrained, folder, use_safetensors=True, dtype=dtype)
+    processor = _load("depth image processor", AutoImageProcessor.from_pretrained, folder)
     return DepthBundle(model, processor)

@@ -2,23 +2,22 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable
 
 import torch
 from diffusers import UnCLIPScheduler
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import KandinskyError, check_guidance, generator
+from .errors import KandinskyError
 from .loading import PriorBundle
+from .schedulers import StepCallback, check_guidance, generator, start_step
 
 log = logging.getLogger(__name__)
-
-StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, step count, current sample)
 
 
 def _encode_text(bundle: PriorBundle, prompts: list[str], uncond: list[str] | None, repeat: int, cfg: bool,
                  device: torch.device):
-    """(text embeds, hidden states, attention mask), the unconditional half first when cfg."""
+    """(text embeds, hidden states, attention mask), the unconditional half first when cfg: the prior pipelines'
+    ``_encode_prompt``, with the prompts ``repeat`` times each."""
     tokenizer = bundle.tokenizer
 
     def encode(texts):
@@ -40,8 +39,9 @@ def _encode_text(bundle: PriorBundle, prompts: list[str], uncond: list[str] | No
 
 @torch.no_grad()
 def zero_embeds(bundle: PriorBundle, batch_size: int, device: torch.device) -> torch.Tensor:
-    """The image embedding of an all-zero picture: the reference's negative when there is no negative prompt.
-    Made once per bundle, so that later prompts need no image encoder (a ViT-bigG: 3.7 GB in fp16)."""
+    """The image embedding of an all-zero picture, the prior pipelines' ``get_zero_embed``: the reference's negative
+    when there is no negative prompt. Made once per bundle, so that later prompts need no image encoder (a ViT-bigG:
+    3.7 GB in fp16)."""
     if bundle.zero_embed is None:
         size = bundle.image_encoder.config.image_size
         zeros = torch.zeros(1, 3, size, size, device=device, dtype=bundle.image_encoder.dtype)
@@ -71,7 +71,8 @@ def _prompts(prompt: str, negative_prompt: str):
 
 
 def _denoise(bundle: PriorBundle, scheduler, latents, timesteps, text, guidance_scale, generator, callback):
-    """The prior's loop over ``timesteps``, then the embedding back in CLIP's scale; (positive, negative)."""
+    """The prior pipelines' loop over ``timesteps`` (the UnCLIP scheduler told each step's successor), then the
+    embedding back in CLIP's scale (``post_process_latents``)."""
     embeds, hidden, mask = text
     cfg = guidance_scale > 1
     for i, t in enumerate(timesteps):
@@ -131,7 +132,7 @@ def to_uint8_pictures(images: torch.Tensor) -> list:
 @torch.no_grad()
 def image_to_embeds(bundle: PriorBundle, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """CLIP image embeddings ``[B, D]`` of pictures [B, 3, H, W] in 0..1, through the prior's own image
-    processor and encoder (the reference's PIL path)."""
+    processor and encoder: the reference's PIL path (``interpolate``'s pictures, Emb2Emb's ``_encode_image``)."""
     device = torch.device(device)
     pixel_values = bundle.image_processor(to_uint8_pictures(images), return_tensors="pt").pixel_values
     return bundle.image_encoder(pixel_values.to(device=device, dtype=bundle.image_encoder.dtype))["image_embeds"]
@@ -147,15 +148,13 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
     picture's ``batch_size`` together (the reference with the prompt given once per picture)."""
     _check(steps, batch_size, guidance_scale)
     rng = generator(seed)
-    if not 0 <= strength <= 1:
-        raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
+    first = start_step(steps, strength)
     device = torch.device(device)
     image_embeds = image_to_embeds(bundle, images, device).repeat_interleave(batch_size, dim=0)
     prompts, uncond = _prompts(prompt, negative_prompt)
     text = _encode_text(bundle, prompts, uncond, image_embeds.shape[0], guidance_scale > 1, device)
     scheduler = _scheduler(bundle, steps, device)
-    t_start = steps - min(int(steps * strength), steps)
-    timesteps = scheduler.timesteps[t_start:]
+    timesteps = scheduler.timesteps[first:]
     latents = image_embeds.repeat(len(prompts), 1).to(text[0].dtype)  # the same pictures for the negative prompt
     if len(timesteps) == 0:
         raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")

@@ -1,28 +1,33 @@
-"""The decoder's denoising loop, as diffusers' KandinskyV22Pipeline runs it, over any scheduler choice."""
+"""The decoder's denoising runs, as diffusers' KandinskyV22 decoder pipelines run them, over any scheduler choice."""
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
 from diffusers.utils.torch_utils import randn_tensor
 
-from .errors import KandinskyError, check_finite, check_guidance, generator
+from .errors import KandinskyError, check_finite, describe
 from .loading import DecoderBundle
-from .schedulers import make_scheduler, step_kwargs
+from .movq import check_latents, downscale, latent_size, pixel_size
+from .schedulers import StepCallback, check_guidance, generator, make_scheduler, start_step, step_kwargs
 
 log = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, step count, current latents)
+# Latent cells of one UNet call (batch x h x w, guidance halves too) -> a context loading the UNet, yielding its device.
+Load = Callable[[int], ContextManager[torch.device]]
+
+
+def on_cpu(cells: int) -> ContextManager[torch.device]:
+    return contextlib.nullcontext(torch.device("cpu"))
 
 
 def check_embeds(name: str, embeds, width: int) -> torch.Tensor:
-    """A finite float tensor [B, width], or a clear error naming the input."""
+    """A finite tensor [B, width], or a clear error naming the input."""
     if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2:
-        shape = tuple(embeds.shape) if isinstance(embeds, torch.Tensor) else type(embeds).__name__
-        raise KandinskyError(f"{name} must be K22_EMBEDS of shape [batch, {width}], got {shape}: wire in the "
-                             f"output of a Kandinsky 2.2 prior or embeds node.")
+        raise KandinskyError(f"{name} must be image embeddings [batch, {width}], got {describe(embeds)}", name)
     if embeds.shape[1] != width:
         raise KandinskyError(f"{name} has width {embeds.shape[1]} but this decoder takes {width}: use the prior "
                              f"that belongs to this decoder (Kandinsky 2.2, not 2.1).")
@@ -52,28 +57,20 @@ def guidance_embeds(decoder: DecoderBundle, positive, negative, batch: int, repe
     return both.repeat_interleave(repeat, dim=0).to(device=device, dtype=decoder.dtype)
 
 
-def check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
-    channels = decoder.latent_channels
-    if not isinstance(latents, torch.Tensor) or latents.ndim != 4 or latents.shape[1] != channels:
-        shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
-        raise KandinskyError(f"latent has shape {shape} but this decoder takes [batch, {channels}, height, width]: "
-                             f"wire in Kandinsky 2.2 MoVQ Encode's latent.")
-    grid = unet_grid(decoder)
+def _check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
+    check_latents(latents, decoder.latent_channels, "this decoder")
+    grid = downscale(decoder.unet)
     if latents.shape[-1] % grid or latents.shape[-2] % grid:
         raise KandinskyError(f"latent is {latents.shape[-2]}x{latents.shape[-1]} but this decoder needs sides that are "
                              f"multiples of {grid}: resize the picture to a multiple of "
-                             f"{grid * decoder.movq_scale_factor} pixels before MoVQ Encode.")
+                             f"{grid * decoder.movq_scale_factor} pixels before encoding it.")
     check_finite("latent", latents)
     return latents
 
 
-def unet_grid(decoder: DecoderBundle) -> int:
-    """The UNet halves the latents once per level after the first: their sides must divide by this."""
-    return 2 ** (len(decoder.unet.config.block_out_channels) - 1)
-
-
-def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, guidance_scale: float, **others) -> int:
-    """Validate the shared inputs; the common batch of all of them."""
+def _prepare(decoder: DecoderBundle, positive, negative, steps: int, guidance_scale: float, scheduler: str,
+             seed: int, **others):
+    """Check what every mode takes: (the common batch of the inputs, the scheduler, the noise generator)."""
     check_guidance(guidance_scale)
     most = decoder.scheduler_config.get("num_train_timesteps", 1000) - 1  # the last one is off the schedule
     if not 1 <= steps <= most:
@@ -81,21 +78,22 @@ def check_inputs(decoder: DecoderBundle, positive, negative, steps: int, guidanc
     width = decoder.unet.config.encoder_hid_dim
     positive = check_embeds("positive", positive, width)
     negative = check_embeds("negative", negative, width)
-    return batch_of(positive=positive, negative=negative, **others)
+    batch = batch_of(positive=positive, negative=negative, **others)
+    return batch, make_scheduler(scheduler, decoder.scheduler_config), generator(seed)
 
 
-def prepare_hint(hint: torch.Tensor, pixel_hw: tuple[int, int]) -> torch.Tensor:
+def prepare_hint(hint, pixel_hw: tuple[int, int], batch: int) -> torch.Tensor:
     """A ControlNet hint [B, 3, H, W] in 0..1 at the latents' pixel size (resized when it differs)."""
-    if hint.ndim != 4 or hint.shape[1] != 3:
-        raise KandinskyError(f"hint must be an IMAGE with 3 channels, got shape {tuple(hint.shape)}.")
+    if not isinstance(hint, torch.Tensor) or hint.ndim != 4 or hint.shape[1] != 3:
+        raise KandinskyError(f"hint must be pictures [batch, 3, height, width], got {describe(hint)}", "hint")
     if tuple(hint.shape[-2:]) != tuple(pixel_hw):
         hint = F.interpolate(hint.float(), size=pixel_hw, mode="bilinear", align_corners=False)
-    return hint
+    return fit_batch(hint, batch)
 
 
 def grow_repaint(keep: torch.Tensor) -> torch.Tensor:
-    """The reference's prepare_mask: each repaint cell (0) also repaints 6 of its 8 neighbours (not the
-    anti-diagonal ones). ``keep`` is [B, 1, h, w] with 1 = keep."""
+    """diffusers' ``prepare_mask`` (pipeline_kandinsky2_2_inpainting.py) without its Python loops: each repaint cell
+    (0) also repaints 6 of its 8 neighbours (not the anti-diagonal ones). ``keep`` is [B, 1, h, w], 1 = keep."""
     repaint = (keep != 1).to(keep.dtype)
     padded = F.pad(repaint, (1, 1, 1, 1))
     h, w = repaint.shape[-2:]
@@ -106,8 +104,9 @@ def grow_repaint(keep: torch.Tensor) -> torch.Tensor:
 
 
 def keep_mask(mask: torch.Tensor, pixel_hw: tuple[int, int], latent_hw: tuple[int, int]) -> torch.Tensor:
-    """ComfyUI MASK [B, H, W] (1 = repaint) -> the reference's latent-size keep mask [B, 1, h, w] (1 = keep):
-    resized to the pixel size when it differs, thresholded at 0.5, inverted, nearest down, grown."""
+    """A mask [B, H, W] (1 = repaint) -> the latent-size keep mask [B, 1, h, w] (1 = keep) that
+    KandinskyV22InpaintPipeline makes (prepare_mask_and_masked_image, F.interpolate, prepare_mask): resized to the
+    pixel size when it differs, thresholded at 0.5, inverted, nearest down, grown. The reference takes 1 = keep."""
     mask = mask[:, None].float()
     if tuple(mask.shape[-2:]) != tuple(pixel_hw):
         mask = F.interpolate(mask, size=pixel_hw, mode="bilinear", align_corners=False)
@@ -119,8 +118,8 @@ def keep_mask(mask: torch.Tensor, pixel_hw: tuple[int, int], latent_hw: tuple[in
 def denoise(decoder: DecoderBundle, scheduler, latents: torch.Tensor, embeds: torch.Tensor, timesteps,
             guidance_scale: float, generator: torch.Generator, callback: StepCallback | None = None, *,
             concat: torch.Tensor | None = None, hint: torch.Tensor | None = None, blend=None) -> torch.Tensor:
-    """Run the UNet over ``timesteps``: guidance on the noise half of its output, the learned variance
-    kept for schedulers that use it. Modes add ``concat`` channels (inpaint), a ControlNet ``hint`` (both
+    """The pipelines' loop over ``timesteps``: guidance on the noise half of the UNet's output, the learned
+    variance kept for schedulers that use it. Modes add ``concat`` channels (inpaint), a ControlNet ``hint`` (both
     already doubled for guidance) and a per-step ``blend(i, latents)`` (inpaint)."""
     cfg = guidance_scale > 1
     channels = latents.shape[1]
@@ -147,11 +146,9 @@ def denoise(decoder: DecoderBundle, scheduler, latents: torch.Tensor, embeds: to
     return latents
 
 
-def _start(decoder: DecoderBundle, scheduler: str, steps: int, seed: int, device):
-    rng = generator(seed)
-    sched = make_scheduler(scheduler, decoder.scheduler_config)
-    sched.set_timesteps(steps, device=device)
-    return sched, rng
+def _cells(batch: int, latent_hw, cfg: bool) -> int:
+    """Latent cells of one UNet call: the batch (twice under guidance) times the latent area."""
+    return batch * (2 if cfg else 1) * int(latent_hw[0]) * int(latent_hw[1])
 
 
 def _doubled(x: torch.Tensor | None, cfg: bool, dtype, device):
@@ -162,92 +159,92 @@ def _doubled(x: torch.Tensor | None, cfg: bool, dtype, device):
 
 
 @torch.no_grad()
-def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tensor, *, latent_hw: tuple[int, int],
+def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tensor, *, height: int, width: int,
             steps: int = 50, guidance_scale: float = 4.0, seed: int = 0, batch_size: int = 1,
-            scheduler: str = "default", hint: torch.Tensor | None = None, device: torch.device | str = "cpu",
+            scheduler: str = "default", hint: torch.Tensor | None = None, load: Load = on_cpu,
             callback: StepCallback | None = None) -> torch.Tensor:
-    """Latents ``[B * batch_size, C, h, w]`` from noise, as KandinskyV22Pipeline (or, with a ``hint``
-    [B, 3, H, W], KandinskyV22ControlnetPipeline) makes them."""
-    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, hint=hint)
+    """Latents ``[B * batch_size, C, h, w]`` of a picture of ``height`` x ``width`` pixels (rounded up to the
+    grid) from noise, as KandinskyV22Pipeline (or, with a ``hint`` [B, 3, H, W], KandinskyV22ControlnetPipeline)
+    makes them."""
+    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed, hint=hint)
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
-    device, cfg = torch.device(device), guidance_scale > 1
-    embeds = guidance_embeds(decoder, positive, negative, batch, batch_size, cfg, device)
+    latent_hw = latent_size(height, width, decoder.movq_scale_factor)
+    cfg = guidance_scale > 1
     if hint is not None:
-        pixel_hw = tuple(n * decoder.movq_scale_factor for n in latent_hw)
-        hint = fit_batch(prepare_hint(hint, pixel_hw), batch).repeat_interleave(batch_size, dim=0)
-    sched, generator = _start(decoder, scheduler, steps, seed, device)
+        hint = prepare_hint(hint, pixel_size(latent_hw, decoder.movq_scale_factor), batch)
+        hint = hint.repeat_interleave(batch_size, dim=0)
     shape = (batch * batch_size, decoder.latent_channels, *latent_hw)
-    latents = randn_tensor(shape, generator=generator, device=device, dtype=decoder.dtype)
-    latents = latents * sched.init_noise_sigma
-    return denoise(decoder, sched, latents, embeds, sched.timesteps, guidance_scale, generator, callback,
-                   hint=_doubled(hint, cfg, decoder.dtype, device))
+    with load(_cells(shape[0], latent_hw, cfg)) as device:
+        embeds = guidance_embeds(decoder, positive, negative, batch, batch_size, cfg, device)
+        sched.set_timesteps(steps, device=device)
+        latents = randn_tensor(shape, generator=rng, device=device, dtype=decoder.dtype) * sched.init_noise_sigma
+        return denoise(decoder, sched, latents, embeds, sched.timesteps, guidance_scale, rng, callback,
+                       hint=_doubled(hint, cfg, decoder.dtype, device))
 
 
 @torch.no_grad()
 def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tensor, *, latents: torch.Tensor,
             strength: float = 0.3, steps: int = 50, guidance_scale: float = 4.0, seed: int = 0,
-            scheduler: str = "default", hint: torch.Tensor | None = None, device: torch.device | str = "cpu",
+            scheduler: str = "default", hint: torch.Tensor | None = None, load: Load = on_cpu,
             callback: StepCallback | None = None) -> torch.Tensor:
     """Latents repainted from ``latents`` noised to ``strength``, as KandinskyV22Img2ImgPipeline (or, with a
-    ``hint``, KandinskyV22ControlnetImg2ImgPipeline) does."""
-    if not 0 <= strength <= 1:
-        raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
-    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, latent=check_latents(decoder, latents),
-                         hint=hint)
-    device, cfg = torch.device(device), guidance_scale > 1
-    sched, generator = _start(decoder, scheduler, steps, seed, device)
-    t_start = steps - min(int(steps * strength), steps)
-    timesteps = sched.timesteps[t_start * sched.order:]
-    latents = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
-    if len(timesteps) == 0:
-        return latents.clone()  # strength too small for a step: nothing repainted (a copy, not a view of the input)
-    if hasattr(sched, "set_begin_index"):
-        sched.set_begin_index(t_start * sched.order)
-    embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
+    ``hint``, KandinskyV22ControlnetImg2ImgPipeline) does; non-square pictures keep their size (the reference swaps
+    width and height)."""
+    first = start_step(steps, strength)
+    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
+                                 latent=_check_latents(decoder, latents), hint=hint)
+    cfg = guidance_scale > 1
     if hint is not None:
-        pixel_hw = tuple(n * decoder.movq_scale_factor for n in latents.shape[-2:])
-        hint = fit_batch(prepare_hint(hint, pixel_hw), batch)
-    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=decoder.dtype)
-    latents = sched.add_noise(latents, noise, timesteps[:1].repeat(batch))
-    return denoise(decoder, sched, latents, embeds, timesteps, guidance_scale, generator, callback,
-                   hint=_doubled(hint, cfg, decoder.dtype, device))
+        hint = prepare_hint(hint, pixel_size(latents.shape[-2:], decoder.movq_scale_factor), batch)
+    with load(_cells(batch, latents.shape[-2:], cfg)) as device:
+        sched.set_timesteps(steps, device=device)
+        timesteps = sched.timesteps[first * sched.order:]
+        latents = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
+        if len(timesteps) == 0:
+            return latents.clone()  # strength too small for a step: nothing repainted (a copy, not a view of the input)
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(first * sched.order)
+        embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
+        noise = randn_tensor(latents.shape, generator=rng, device=device, dtype=decoder.dtype)
+        latents = sched.add_noise(latents, noise, timesteps[:1].repeat(batch))
+        return denoise(decoder, sched, latents, embeds, timesteps, guidance_scale, rng, callback,
+                       hint=_doubled(hint, cfg, decoder.dtype, device))
 
 
 @torch.no_grad()
 def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tensor, *, latents: torch.Tensor,
             mask: torch.Tensor, steps: int = 50, guidance_scale: float = 4.0, seed: int = 0,
-            scheduler: str = "default", device: torch.device | str = "cpu",
-            callback: StepCallback | None = None) -> torch.Tensor:
+            scheduler: str = "default", load: Load = on_cpu, callback: StepCallback | None = None) -> torch.Tensor:
     """Repaint where ``mask`` [B, H, W] is 1, as KandinskyV22InpaintPipeline does, but blending every image
     of a batch with its own original (the reference blends only the first)."""
     if not isinstance(mask, torch.Tensor) or mask.ndim != 3:
-        shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-        raise KandinskyError(f"mask must be a MASK [batch, height, width], got {shape}.")
+        raise KandinskyError(f"mask must be [batch, height, width], got {describe(mask)}", "mask")
     check_finite("mask", mask)
-    batch = check_inputs(decoder, positive, negative, steps, guidance_scale, latent=check_latents(decoder, latents),
-                         mask=mask)
-    device, cfg = torch.device(device), guidance_scale > 1
+    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
+                                 latent=_check_latents(decoder, latents), mask=mask)
     latent_hw = tuple(latents.shape[-2:])
-    keep = keep_mask(mask, tuple(n * decoder.movq_scale_factor for n in latent_hw), latent_hw)
+    keep = keep_mask(mask, pixel_size(latent_hw, decoder.movq_scale_factor), latent_hw)
     if not (keep < 1).any():
         log.warning("Kandinsky 2.2 inpaint: the mask repaints nothing (all zeros): the picture comes back as it was.")
-    image = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
-    keep = fit_batch(keep, batch).to(device=device, dtype=decoder.dtype)
-    embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
-    sched, generator = _start(decoder, scheduler, steps, seed, device)
-    timesteps = sched.timesteps
-    noise = randn_tensor(image.shape, generator=generator, device=device, dtype=decoder.dtype)
+    cfg = guidance_scale > 1
+    with load(_cells(batch, latent_hw, cfg)) as device:
+        image = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
+        keep = fit_batch(keep, batch).to(device=device, dtype=decoder.dtype)
+        embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
+        sched.set_timesteps(steps, device=device)
+        timesteps = sched.timesteps
+        noise = randn_tensor(image.shape, generator=rng, device=device, dtype=decoder.dtype)
 
-    def blend(i, current):
-        original = image
-        if i < len(timesteps) - 1:  # the kept area at the next step's noise level
-            # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
-            # (1), too loud for Euler's sigmas (19 times at 20 steps).
-            original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
-        return keep * original + (1 - keep) * current
+        def blend(i, current):
+            original = image
+            if i < len(timesteps) - 1:  # the kept area at the next step's noise level
+                # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
+                # (1), too loud for Euler's sigmas (19 times at 20 steps).
+                original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
+            return keep * original + (1 - keep) * current
 
-    concat = _doubled(torch.cat([image * keep, keep], dim=1), cfg, decoder.dtype, device)
-    latents = denoise(decoder, sched, noise * sched.init_noise_sigma, embeds, timesteps, guidance_scale, generator,
-                      callback, concat=concat, blend=blend)
-    return keep * image + (1 - keep) * latents
+        concat = _doubled(torch.cat([image * keep, keep], dim=1), cfg, decoder.dtype, device)
+        latents = denoise(decoder, sched, noise * sched.init_noise_sigma, embeds, timesteps, guidance_scale, rng,
+                          callback, concat=concat, blend=blend)
+        return keep * image + (1 - keep) * latents

@@ -1,11 +1,39 @@
-"""The decoder's scheduler choices, each built from the model's own scheduler config."""
+"""Stepping through a noise schedule: the decoder's scheduler choices (each built from the model's own scheduler
+config), and what the prior's and the decoder's runs share: seeded noise, the per-step callback, the guidance check
+and the first step of a run that starts from an embedding or a picture."""
 from __future__ import annotations
 
 import inspect
+import math
+from typing import Callable
 
 import diffusers
+import torch
 
 from .errors import KandinskyError
+
+SEED_MAX = 0xFFFFFFFFFFFFFFFF
+StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, step count, current sample)
+
+
+def generator(seed: int) -> torch.Generator:
+    """The CPU generator every run draws its noise from, whatever device runs the models."""
+    if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise KandinskyError(f"seed is {seed}: it must be between 0 and 2^64-1.")
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def check_guidance(guidance_scale: float) -> None:
+    if not math.isfinite(guidance_scale):
+        raise KandinskyError(f"guidance_scale is {guidance_scale}: give a number such as 4.0.")
+
+
+def start_step(steps: int, strength: float) -> int:
+    """The first of ``steps`` steps that a run from a start noised to ``strength`` takes: the pipelines'
+    ``get_timesteps`` (KandinskyV22Img2ImgPipeline, KandinskyV22PriorEmb2EmbPipeline and the ControlNet one)."""
+    if not 0 <= strength <= 1:
+        raise KandinskyError(f"strength is {strength}: it must be between 0 and 1.")
+    return steps - min(int(steps * strength), steps)
 
 # name -> (diffusers class name, overrides of the model's config). variance_type None guards DPM-Solver against a
 # config with a learned variance (the real decoder's is fixed_small): it would cut the UNet output to 3 channels.

@@ -1,5 +1,5 @@
 """ComfyUI adapters: each node converts ComfyUI types, makes one call into kandinsky_core, converts back."""
-from .decode import (Kandinsky22ControlNet, Kandinsky22ControlNetImg2Img, Kandinsky22Img2Img, Kandinsky22Inpaint,
+from .decoder import (Kandinsky22ControlNet, Kandinsky22ControlNetImg2Img, Kandinsky22Img2Img, Kandinsky22Inpaint,
                      Kandinsky22Txt2Img)
 from .depth import Kandinsky22DepthHint
 from .embeds import Kandinsky22CLIPVisionEmbeds, Kandinsky22EmbedsMix

@@ -1,11 +1,11 @@
-"""Every touch of ComfyUI internals: model folders, devices and dtypes, progress and interrupt, tensor layouts,
-and the node base class that names the node in every error."""
+"""Every touch of ComfyUI internals: model folders, devices and dtypes, the memory manager, progress and interrupt,
+tensor layouts, and the node base class that names the node in every error."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import os
-import sys
+import weakref
 
 import comfy.model_management as mm
 import comfy.utils
@@ -16,8 +16,9 @@ from comfy.model_patcher import ModelPatcher
 from PIL import Image
 
 from ..kandinsky_core import KandinskyError
-from ..kandinsky_core.errors import SEED_MAX
+from ..kandinsky_core.errors import describe
 from ..kandinsky_core.loading import DTYPES
+from .inputs import WIRE_IN
 
 CATEGORY = "Kandinsky 2.2"
 LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
@@ -25,8 +26,9 @@ SIZE_KEY = "kandinsky22_size"  # LATENT key: (height, width) of the picture MoVQ
 PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: today's --preview-size, else 512
 
 
-class K22Node:
-    """Base of every node: FUNCTION is ``run``; a KandinskyError leaves ``run`` prefixed with the node id."""
+class KandinskyNode:
+    """Base of every node: FUNCTION is ``run``; a KandinskyError leaves ``run`` prefixed with the node id and, when
+    it is about one input, followed by what to wire into it."""
     FUNCTION = "run"
 
     def __init_subclass__(cls, **kwargs):
@@ -40,9 +42,15 @@ class K22Node:
             try:
                 return run(self, *args, **kw)
             except KandinskyError as exc:
-                raise KandinskyError(f"{cls.__name__}: {exc}") from None
+                raise KandinskyError(f"{cls.__name__}: {cls.explain(exc)}") from None
 
         cls.run = wrapped
+
+    @classmethod
+    def explain(cls, exc: KandinskyError) -> str:
+        declared = {name: spec for group in cls.INPUT_TYPES().values() for name, spec in group.items()}
+        fix = WIRE_IN.get(declared[exc.input][0]) if exc.input in declared else None
+        return f"{str(exc).rstrip('.')}: {fix}." if fix else str(exc)
 
 
 DEPTH_FOLDER = "depth_estimation"
@@ -50,14 +58,9 @@ DEPTH_FOLDER = "depth_estimation"
 folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
 
 
-def diffusers_roots() -> list[str]:
-    """Every models/diffusers folder ComfyUI knows, extra_model_paths.yaml ones included."""
-    return list(folder_paths.get_folder_paths("diffusers"))
-
-
-def depth_roots() -> list[str]:
-    """Every models/depth_estimation folder ComfyUI knows."""
-    return list(folder_paths.get_folder_paths(DEPTH_FOLDER))
+def model_roots(folder: str) -> list[str]:
+    """Every models/<folder> path ComfyUI knows, extra_model_paths.yaml ones included."""
+    return list(folder_paths.get_folder_paths(folder))
 
 
 def clip_vision_files() -> list[str]:
@@ -80,10 +83,6 @@ def clip_vision_weights(name: str) -> dict:
     return state_dict
 
 
-def device() -> torch.device:
-    return mm.get_torch_device()
-
-
 def out_device() -> torch.device:
     """Where results travel between nodes (the CPU, unless ComfyUI says otherwise)."""
     return mm.intermediate_device()
@@ -92,19 +91,19 @@ def out_device() -> torch.device:
 def dtype_for(choice: str) -> torch.dtype:
     """``auto`` is ComfyUI's own choice for the device (so --force-fp32 and friends hold); else as named."""
     if choice == "auto":
-        return torch.float16 if mm.should_use_fp16(device()) else torch.float32
+        return torch.float16 if mm.should_use_fp16(mm.get_torch_device()) else torch.float32
     if choice not in DTYPES:
         raise KandinskyError(f"dtype '{choice}' is unknown: pick one of auto, {', '.join(DTYPES)}.")
     return DTYPES[choice]
 
 
-class KandinskyModel(torch.nn.Module):
-    """Holds one diffusers/transformers model for ComfyUI's ModelPatcher, which sets attributes such as
-    ``device`` that are read-only properties on those models."""
+class ModuleHolder(torch.nn.Module):
+    """Holds any diffusers/transformers module for ComfyUI's ModelPatcher, which sets attributes such as
+    ``device`` that are read-only properties on those modules."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.model = module
 
 
 class KandinskyPatcher(ModelPatcher):
@@ -121,15 +120,25 @@ class KandinskyPatcher(ModelPatcher):
         return 0
 
 
-_patchers: dict[int, KandinskyPatcher] = {}  # id(model) -> its patcher; the patcher holds the model
+_patchers: dict[int, KandinskyPatcher] = {}  # id(module) -> its patcher, which holds the module
+
+
+def own(output, *modules: torch.nn.Module):
+    """Give each module the ModelPatcher through which ComfyUI's manager loads it, for as long as ``output`` (a
+    loader's output, which ComfyUI keeps while a prompt may use it again) lives: once ComfyUI drops that output,
+    the modules are unloaded and freed."""
+    for module in modules:
+        _patchers[id(module)] = KandinskyPatcher(ModuleHolder(module), load_device=mm.get_torch_device(),
+                                                 offload_device=mm.unet_offload_device())
+    weakref.finalize(output, _release, [id(m) for m in modules]).atexit = False
+    return output
+
+
+def _release(keys: list[int]) -> None:
+    _unload([_patchers.pop(key) for key in keys if key in _patchers])
 
 
 def patcher(module: torch.nn.Module) -> KandinskyPatcher:
-    """The one ModelPatcher of a model, made on first use, so ComfyUI's manager tracks it like its own."""
-    _forget_unused()
-    if id(module) not in _patchers:
-        _patchers[id(module)] = KandinskyPatcher(KandinskyModel(module), load_device=device(),
-                                                 offload_device=mm.unet_offload_device())
     return _patchers[id(module)]
 
 
@@ -137,15 +146,6 @@ def _unload(patchers) -> None:
     for i in reversed(range(len(mm.current_loaded_models))):
         if mm.current_loaded_models[i].model in patchers:
             mm.current_loaded_models.pop(i).model_unload()
-
-
-def _forget_unused() -> None:
-    """Unload and drop the models that only their patcher still holds: ComfyUI dropped the node outputs that held
-    them (a loader re-ran with other inputs, say). The reference-count rule of ComfyUI's own cleanup_models."""
-    unused = [key for key, p in _patchers.items() if sys.getrefcount(p.model.model) <= 2]  # _modules + argument
-    _unload([_patchers[key] for key in unused])
-    for key in unused:
-        del _patchers[key]
 
 
 def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -> int:
@@ -166,7 +166,7 @@ def loaded(*modules: torch.nn.Module, memory_required: int = 0):
     patchers = [patcher(m) for m in modules]
     mm.load_models_gpu(patchers, memory_required=memory_required)
     try:
-        yield device()
+        yield mm.get_torch_device()
     finally:
         if mm.vram_state in (mm.VRAMState.LOW_VRAM, mm.VRAMState.NO_VRAM):
             _unload(patchers)
@@ -200,26 +200,22 @@ def preview_image(latents: torch.Tensor, factors: torch.Tensor):
 def image_to_bchw(image, name: str = "image") -> torch.Tensor:
     """ComfyUI IMAGE [B, H, W, C] -> [B, 3, H, W] float (alpha dropped, grey repeated)."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] not in (1, 3, 4):
-        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
-        raise KandinskyError(f"{name} must be an IMAGE [batch, height, width, 3], got {shape}.")
+        raise KandinskyError(f"{name} must be an IMAGE [batch, height, width, 3], got {describe(image)}.")
     if image.numel() == 0:
         raise KandinskyError(f"{name} is empty (shape {tuple(image.shape)}): wire in a picture.")
     image = image[..., :3] if image.shape[-1] != 1 else image.expand(*image.shape[:-1], 3)
     return image.movedim(-1, 1).float()
 
 
-def as_mask(mask):
-    """ComfyUI MASK [H, W] -> [1, H, W]; anything else as it is, for the sampler to check."""
-    return mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
-
-
 def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.movedim(1, -1).to(out_device(), torch.float32)
 
 
-def make_latent(samples: torch.Tensor, size: tuple[int, int] | None = None) -> dict:
-    """A LATENT of this pack (float32, as ComfyUI's own), with the pixel size of the picture it came from."""
-    latent = {"samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}
+def make_latent(samples: torch.Tensor, source: dict | None = None, size: tuple[int, int] | None = None) -> dict:
+    """A LATENT of this pack (float32, as ComfyUI's own): a copy of ``source``, the LATENT it was made from, with
+    these samples, so that its other keys pass on (as ComfyUI's KSampler does); MoVQ Encode adds the ``size`` of
+    the picture it encoded."""
+    latent = {**(source or {}), "samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}
     return {**latent, SIZE_KEY: tuple(size)} if size else latent
 
 
@@ -230,6 +226,6 @@ def latent_samples(latent, name: str = "latent") -> torch.Tensor:
     if not latent.get(LATENT_MARKER):
         raise KandinskyError(
             f"{name} is not a Kandinsky 2.2 latent (it looks like a Stable Diffusion latent, from "
-            f"EmptyLatentImage or VAEEncode): wire in the LATENT of a Kandinsky 2.2 decode node or of "
+            f"EmptyLatentImage or VAEEncode): wire in the LATENT of a Kandinsky 2.2 decoder node or of "
             f"Kandinsky22MoVQEncode.")
     return latent["samples"]

@@ -1,13 +1,14 @@
 """Depth nodes: a picture -> a ControlNet depth hint (IMAGE)."""
 from ..kandinsky_core import depth
 from . import comfy_bridge as bridge
+from . import inputs
 
 
-class Kandinsky22DepthHint(bridge.K22Node):
+class Kandinsky22DepthHint(bridge.KandinskyNode):
     CATEGORY = f"{bridge.CATEGORY}/depth"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("hint",)
-    OUTPUT_TOOLTIPS = ("The depth map (white = near) as a picture, for the ControlNet decode nodes' hint.",)
+    OUTPUT_TOOLTIPS = ("The depth map (white = near) as a picture, for the ControlNet decoder nodes' hint.",)
     DESCRIPTION = ("Estimates a picture's depth (white = near) as the hint for the ControlNet decoders, built as "
                    "the Kandinsky 2.2 documentation builds it. Any other depth map IMAGE works as a hint too.")
 
@@ -15,7 +16,7 @@ class Kandinsky22DepthHint(bridge.K22Node):
     def INPUT_TYPES(cls):
         return {"required": {
             "depth_model": ("K22_DEPTH_MODEL", {"tooltip": "From Kandinsky 2.2 Depth Loader."}),
-            "image": ("IMAGE", {"tooltip": "The picture whose depth guides the decoder."}),
+            "image": inputs.image("The picture whose depth guides the decoder."),
         }}
 
     def run(self, depth_model, image):

@@ -2,21 +2,14 @@
 from ..kandinsky_core import KandinskyError
 from ..kandinsky_core import embeds as embeds_stage
 from . import comfy_bridge as bridge
+from .inputs import embeds_pair
 
 
-def _pair(i: int) -> dict:
-    return {
-        f"embeds_{i}": ("K22_EMBEDS", {"tooltip": f"Embedding {i} (from Prior Encode, Image Encode, ...)."}),
-        f"weight_{i}": ("FLOAT", {"default": 0.5 if i < 3 else 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                                  "tooltip": f"Weight of embedding {i}."}),
-    }
-
-
-class Kandinsky22EmbedsMix(bridge.K22Node):
+class Kandinsky22EmbedsMix(bridge.KandinskyNode):
     CATEGORY = f"{bridge.CATEGORY}/embeds"
     RETURN_TYPES = ("K22_EMBEDS",)
     RETURN_NAMES = ("embeds",)
-    OUTPUT_TOOLTIPS = ("The mixed CLIP image embeddings: a decode node's positive (or negative), or another mix's "
+    OUTPUT_TOOLTIPS = ("The mixed CLIP image embeddings: a decoder node's positive (or negative), or another mix's "
                        "input.",)
     DESCRIPTION = ("Blends 2 to 4 embeddings of texts and pictures. weighted_sum is the reference interpolate "
                    "(the plain sum of weight x embedding; weights summing to 1 keep the scale); slerp blends "
@@ -25,10 +18,10 @@ class Kandinsky22EmbedsMix(bridge.K22Node):
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {**_pair(1), **_pair(2), "method": (list(embeds_stage.METHODS), {
+            "required": {**embeds_pair(1), **embeds_pair(2), "method": (list(embeds_stage.METHODS), {
                 "default": "weighted_sum", "tooltip": "weighted_sum: the reference interpolate; slerp: "
                                                       "spherical blend, often smoother for two or more."})},
-            "optional": {**_pair(3), **_pair(4)},
+            "optional": {**embeds_pair(3), **embeds_pair(4)},
         }
 
     def run(self, embeds_1, weight_1, embeds_2, weight_2, method, embeds_3=None, weight_3=0.0, embeds_4=None,
@@ -39,11 +32,11 @@ class Kandinsky22EmbedsMix(bridge.K22Node):
         return (embeds_stage.mix(list(embeds), list(weights), method, list(names)).to(bridge.out_device()),)
 
 
-class Kandinsky22CLIPVisionEmbeds(bridge.K22Node):
+class Kandinsky22CLIPVisionEmbeds(bridge.KandinskyNode):
     CATEGORY = f"{bridge.CATEGORY}/embeds"
     RETURN_TYPES = ("K22_EMBEDS",)
     RETURN_NAMES = ("embeds",)
-    OUTPUT_TOOLTIPS = ("The CLIP vision output as Kandinsky 2.2 image embeddings: a decode node's positive, or a "
+    OUTPUT_TOOLTIPS = ("The CLIP vision output as Kandinsky 2.2 image embeddings: a decoder node's positive, or a "
                        "mix's input.",)
     DESCRIPTION = ("Turns the output of ComfyUI's CLIP Vision Encode into Kandinsky 2.2 embeddings. Use a ViT-bigG "
                    "clip_vision model (the image encoder Kandinsky 2.2 was trained with); ComfyUI preprocesses "

@@ -1,42 +1,36 @@
 """Loader nodes: pick a Kandinsky 2.2 model folder (or hub id) and load it."""
 from ..kandinsky_core import loading
 from . import comfy_bridge as bridge
+from . import inputs
 
 OWN_ENCODER = "from the prior"
-DTYPE_TOOLTIP = ("Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU "
-                 "(--force-fp32 and friends hold).")
 
 
-class _Loader(bridge.K22Node):
+class _Loader(bridge.KandinskyNode):
     FAMILY = ""
     FOLDER = "diffusers"
     CATEGORY = f"{bridge.CATEGORY}/loaders"
 
     @classmethod
-    def roots(cls) -> list[str]:
-        return bridge.diffusers_roots() if cls.FOLDER == "diffusers" else bridge.depth_roots()
-
-    @classmethod
     def model_input(cls) -> dict:
-        return {"model": (loading.list_models(cls.roots(), cls.FAMILY), {"tooltip": (
+        return {"model": (loading.list_models(bridge.model_roots(cls.FOLDER), cls.FAMILY), {"tooltip": (
             f"A {cls.FAMILY} model folder under models/{cls.FOLDER}, or a hub id: owner/name lives in "
             f"models/{cls.FOLDER}/name and is downloaded there once if missing.")})}
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {**cls.model_input(),
-                             "dtype": (["auto", *loading.DTYPES], {"default": "auto", "tooltip": DTYPE_TOOLTIP})}}
+        return {"required": {**cls.model_input(), "dtype": inputs.DTYPE}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, model):
         # Our own check instead of ComfyUI's bare "Value not in list".
-        roots = cls.roots()
+        roots = bridge.model_roots(cls.FOLDER)
         if model in loading.list_models(roots, cls.FAMILY):
             return True
         return f"{cls.__name__}: model '{model}' was not found; {loading.search_help(model, roots)}"
 
     def resolve(self, model):
-        return loading.resolve(model, self.roots(), self.FAMILY)
+        return loading.resolve(model, bridge.model_roots(self.FOLDER), self.FAMILY)
 
 
 class Kandinsky22PriorLoader(_Loader):
@@ -60,14 +54,14 @@ class Kandinsky22PriorLoader(_Loader):
         if image_encoder != OWN_ENCODER:
             prior.image_encoder = loading.image_encoder_from(prior, bridge.clip_vision_weights(image_encoder),
                                                              f"models/clip_vision/{image_encoder}")
-        return (prior,)
+        return (bridge.own(prior, prior.prior, prior.text_encoder, prior.image_encoder),)
 
 
 class Kandinsky22DecoderLoader(_Loader):
     FAMILY = "decoder"
     RETURN_TYPES = ("K22_DECODER", "K22_MOVQ")
     RETURN_NAMES = ("decoder", "movq")
-    OUTPUT_TOOLTIPS = ("The decoder UNet, for the decode nodes of its kind.",
+    OUTPUT_TOOLTIPS = ("The decoder UNet, for the decoder nodes of its kind.",
                        "The MoVQ autoencoder, for MoVQ Encode and MoVQ Decode.")
     DESCRIPTION = ("Loads a Kandinsky 2.2 decoder (text-to-image, inpaint or ControlNet depth UNet) and the MoVQ "
                    "autoencoder that comes with it.")
@@ -87,7 +81,7 @@ class Kandinsky22DecoderLoader(_Loader):
     def run(self, model, dtype, channels_last=False, compile=False):
         decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype), bridge.previews_on())
         decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
-        return decoder, movq
+        return bridge.own(decoder, decoder.unet, movq), movq  # ComfyUI keeps or drops a node's outputs together
 
 
 class Kandinsky22DepthLoader(_Loader):
@@ -104,4 +98,5 @@ class Kandinsky22DepthLoader(_Loader):
         return {"required": cls.model_input()}
 
     def run(self, model):
-        return (loading.load_depth(self.resolve(model)),)
+        depth = loading.load_depth(self.resolve(model))
+        return (bridge.own(depth, depth.model),)

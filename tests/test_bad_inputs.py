@@ -90,9 +90,10 @@ CASES = [
     ("Kandinsky22Img2Img", dict(strength=-0.1), "strength is -0.1"),
     ("Kandinsky22Img2Img", dict(latent=SD_LATENT), "latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"),
     ("Kandinsky22Img2Img", dict(latent={"samples": torch.zeros(1, 16, 8, 8), "kandinsky22": True}),
-     r"latent has shape \(1, 16, 8, 8\) but this decoder takes \[batch, 4, height, width\]"),
+     r"latent has shape \(1, 16, 8, 8\) but this decoder takes \[batch, 4, height, width\]: wire in the LATENT of "
+     r"Kandinsky 2.2 MoVQ Encode"),
     ("Kandinsky22Img2Img", dict(positive=torch.zeros(2, E), negative=torch.zeros(3, E)), "batches differ"),
-    ("Kandinsky22Inpaint", dict(mask=torch.ones(1, 1, 64, 64)), r"mask must be a MASK \[batch, height, width\]"),
+    ("Kandinsky22Inpaint", dict(mask=torch.ones(1, 1, 64, 64)), r"mask must be \[batch, height, width\], got \(1, 1, 64, 64\): wire in a MASK"),
     ("Kandinsky22Inpaint", dict(mask=torch.ones(3, 64, 64), positive=torch.zeros(2, E)), "batches differ"),
     ("Kandinsky22Inpaint", dict(mask=torch.full((1, 64, 64), float("nan"))), "mask holds NaN"),
     ("Kandinsky22ControlNet", dict(hint=torch.rand(1, 64, 64, 5)), "hint must be an IMAGE"),

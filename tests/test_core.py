@@ -7,7 +7,7 @@ import torch
 
 import reference
 import tiny_models
-from kandinsky_core import KandinskyError, loading, movq, prior, sampling, schedulers
+from kandinsky_core import KandinskyError, loading, movq, prior, sampling, schedulers, sizes
 
 PRIOR_ID, DECODER_ID = loading.HUB_IDS["prior"][0], loading.HUB_IDS["decoder"][0]
 
@@ -124,27 +124,27 @@ def test_long_prompts_are_truncated_as_the_reference_does(bundles, models_dir):
 def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
     _, decoder, mq = bundles
     positive, negative = reference.prior(models_dir, "a dog", steps=3, seed=5)
-    hw = movq.latent_size(height, width, movq.scale_factor(mq))
-    latents = sampling.txt2img(decoder, positive, negative, latent_hw=hw, steps=4, seed=9, batch_size=batch)
+    latents = sampling.txt2img(decoder, positive, negative, height=height, width=width, steps=4, seed=9,
+                               batch_size=batch)
     pixels = movq.decode(mq, latents).permute(0, 2, 3, 1)
     expected = reference.txt2img(models_dir, positive, negative, width, height, steps=4, seed=9, batch_size=batch)
     assert reference.max_diff(pixels, expected) <= 1e-4
 
 
 def test_latent_size_rounds_up_to_the_movq_grid():
-    assert movq.latent_size(768, 768, 8) == (96, 96)
-    assert movq.latent_size(700, 769, 8) == (88, 104)
-    assert movq.latent_size(1, 64, 2) == (2, 32)
+    assert sizes.latent_size(768, 768, 8) == (96, 96)
+    assert sizes.latent_size(700, 769, 8) == (88, 104)
+    assert sizes.latent_size(1, 64, 2) == (2, 32)
     for bad in (0, -64):
         with pytest.raises(KandinskyError, match="positive"):
-            movq.latent_size(bad, 64, 8)
+            sizes.latent_size(bad, 64, 8)
 
 
 @pytest.mark.parametrize("name", schedulers.NAMES)
 def test_every_scheduler_runs(bundles, name):
     _, decoder, _ = bundles
     embeds = torch.randn(1, tiny_models.EMBED)
-    latents = sampling.txt2img(decoder, embeds, embeds * 0, latent_hw=(8, 8), steps=3, scheduler=name, seed=1)
+    latents = sampling.txt2img(decoder, embeds, embeds * 0, height=64, width=64, steps=3, scheduler=name, seed=1)
     assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
 
 
@@ -155,12 +155,12 @@ def test_every_scheduler_runs(bundles, name):
     (dict(positive=torch.zeros(1, 1280)), "positive has width 1280 but this decoder takes 32"),
     (dict(negative=torch.full((1, tiny_models.EMBED), float("nan"))), "negative holds NaN"),
     (dict(negative=torch.zeros(3, tiny_models.EMBED)), "batches differ .positive has batch 2, negative has batch 3"),
-    (dict(positive=torch.zeros(tiny_models.EMBED)), r"positive must be K22_EMBEDS of shape \[batch, 32\]"),
+    (dict(positive=torch.zeros(tiny_models.EMBED)), r"positive must be image embeddings \[batch, 32\], got \(32,\)"),
 ])
 def test_bad_decoder_inputs_are_clear_errors(bundles, change, message):
     _, decoder, _ = bundles
     args = dict(positive=torch.zeros(2, tiny_models.EMBED), negative=torch.zeros(1, tiny_models.EMBED),
-                latent_hw=(8, 8), steps=2) | change
+                height=64, width=64, steps=2) | change
     with pytest.raises(KandinskyError, match=message):
         sampling.txt2img(decoder, **args)
 
@@ -178,7 +178,7 @@ def test_movq_round_trip_matches_the_model(bundles):
     decoded = movq.decode(mq, latents)
     expected = (mq.decode(latents, force_not_quantize=True).sample * 0.5 + 0.5).clamp(0, 1)
     assert reference.max_diff(decoded, expected) == 0
-    with pytest.raises(KandinskyError, match="this MoVQ decodes"):
+    with pytest.raises(KandinskyError, match=r"latent has shape \(1, 16, 4, 4\) but this MoVQ takes \[batch, 4, height, width\]"):
         movq.decode(mq, torch.zeros(1, 16, 4, 4))
     assert movq.encode(mq, torch.rand(1, 3, 30, 70)).shape == (1, 4, 8, 16)  # resized up to the 64 px grid
     assert np.isfinite(decoded.numpy()).all()

@@ -45,12 +45,10 @@ def runs_or_clear(fn, *args, error=KandinskyError, **kwargs):
        steps=st.integers(-1, 3), guidance=numbers, seed=seeds, batch=st.integers(-1, 2),
        scheduler=st.sampled_from(["default", "ddim", "euler", "dpmpp_2m", "nope"]))
 def test_txt2img(models, positive, negative, h, w, steps, guidance, seed, batch, scheduler):
-    decoder, mq = models[0]["text2img"]
-    hw = runs_or_clear(movq.latent_size, h, w, movq.scale_factor(mq))
-    if hw is not None:
-        out = runs_or_clear(sampling.txt2img, decoder, positive, negative, latent_hw=hw, steps=steps,
-                            guidance_scale=guidance, seed=seed, batch_size=batch, scheduler=scheduler)
-        assert out is None or torch.isfinite(out).all()
+    decoder, _ = models[0]["text2img"]
+    out = runs_or_clear(sampling.txt2img, decoder, positive, negative, height=h, width=w, steps=steps,
+                        guidance_scale=guidance, seed=seed, batch_size=batch, scheduler=scheduler)
+    assert out is None or torch.isfinite(out).all()
 
 
 @FUZZ
@@ -99,17 +97,22 @@ def test_prior(models, prompt, negative, steps, guidance, seed, batch, strength,
                       batch_size=batch)
 
 
+@pytest.fixture(scope="module")
+def node_models(run_node):
+    """(movq, prior, depth model) as the loader nodes give them."""
+    return (run_node("Kandinsky22DecoderLoader", model=tiny_models.NAMES["text2img"], dtype="auto")[1],
+            run_node("Kandinsky22PriorLoader", model=tiny_models.NAMES["prior"], dtype="auto")[0],
+            run_node("Kandinsky22DepthLoader", model=tiny_models.DEPTH_NAME)[0])
+
+
 @FUZZ
 @given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=5), node=st.sampled_from(
     ["Kandinsky22MoVQEncode", "Kandinsky22ImageEncode", "Kandinsky22DepthHint", "Kandinsky22MoVQDecode"]))
-def test_node_entry_points_with_odd_tensors(comfy, run_node, models, shape, node):
-    decoder_models, prior_bundle = models
-    mq = decoder_models["text2img"][1]
+def test_node_entry_points_with_odd_tensors(comfy, run_node, node_models, shape, node):
+    mq, prior_bundle, depth_model = node_models
     tensor = torch.rand(*shape)
     inputs = {"Kandinsky22MoVQEncode": dict(movq=mq, image=tensor),
               "Kandinsky22ImageEncode": dict(prior=prior_bundle, image=tensor),
-              "Kandinsky22DepthHint": None,
+              "Kandinsky22DepthHint": dict(depth_model=depth_model, image=tensor),
               "Kandinsky22MoVQDecode": dict(movq=mq, latent={"samples": tensor, "kandinsky22": True})}[node]
-    if inputs is None:
-        return  # needs a depth model: the bad-input table covers it
     runs_or_clear(run_node, node, error=comfy.kandinsky_core.KandinskyError, **inputs)  # the package's own copy

@@ -69,7 +69,7 @@ def test_inpaint_matches_diffusers(decoders, embeds, models_dir):
 def test_controlnet_matches_diffusers(decoders, embeds, models_dir):
     decoder, mq = decoders["controlnet"]
     hint = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
-    latents = sampling.txt2img(decoder, *embeds, latent_hw=(SIZE // 8, SIZE // 8), hint=hint, steps=5, seed=6)
+    latents = sampling.txt2img(decoder, *embeds, height=SIZE, width=SIZE, hint=hint, steps=5, seed=6)
     expected = reference.decode(models_dir, "controlnet", *embeds, seed=6, hint=hint, num_inference_steps=5,
                                 height=SIZE, width=SIZE)
     assert reference.max_diff(pixels(mq, latents), expected) <= 1e-4
