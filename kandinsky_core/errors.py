@@ -18,4 +18,4 @@ def describe(x) -> str:
 
 def check_finite(name: str, tensor: torch.Tensor) -> None:
     if not torch.isfinite(tensor).all():
-        raise KandinskyError(f"{name} holds NaN or infinite values: check what made it.", name)
+        raise KandinskyError(f"{name} holds NaN or infinite values: check what made it.")

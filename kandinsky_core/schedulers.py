@@ -59,5 +59,5 @@ def make_scheduler(name: str, config: dict):
 
 
 def step_kwargs(scheduler, generator) -> dict:
-    """Pass the generator only to schedulers whose step takes one."""
+    """Pass the generator only to schedulers whose step takes one (the rule of diffusers' prepare_extra_step_kwargs)."""
     return {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}

@@ -1,9 +1,13 @@
-"""Shared fixtures: tiny models written once per session, ComfyUI's modules in-process, a real ComfyUI server."""
+"""Shared fixtures: tiny models written once per session, ComfyUI's modules in-process, a real ComfyUI server.
+
+The tests go by layer: core/ (kandinsky_core alone), node/ (the nodes in process), server/ (a real ComfyUI over
+HTTP and its websocket), browser/ (ComfyUI's page in Chromium). Plain shared functions are in helpers.py."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -19,6 +23,8 @@ sys.path.insert(0, str(REPO))  # kandinsky_core alone, as a library
 
 import tiny_models  # noqa: E402
 from comfy_server import ComfyServer, prepare_comfyui  # noqa: E402
+
+collect_ignore = ["tools"]  # the benchmark and the demo: tools, not tests
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +82,13 @@ def run_node(comfy):
             return getattr(instances[name], instances[name].FUNCTION)(**inputs)
 
     return run
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every network connection fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("network use at run time")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

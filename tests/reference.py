@@ -12,7 +12,8 @@ import diffusers
 from tiny_models import NAMES
 
 
-PIPELINES = {"prior": "KandinskyV22PriorPipeline", "emb2emb": "KandinskyV22PriorEmb2EmbPipeline", "text2img": "KandinskyV22Pipeline",
+PIPELINES = {"prior": "KandinskyV22PriorPipeline", "emb2emb": "KandinskyV22PriorEmb2EmbPipeline",
+             "text2img": "KandinskyV22Pipeline",
              "img2img": "KandinskyV22Img2ImgPipeline", "inpaint": "KandinskyV22InpaintPipeline",
              "controlnet": "KandinskyV22ControlnetPipeline",
              "controlnet_img2img": "KandinskyV22ControlnetImg2ImgPipeline"}

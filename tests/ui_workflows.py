@@ -2,8 +2,8 @@
 files so that the two cannot drift.
 
 ``python tests/ui_workflows.py`` rewrites workflows/NAME.json from workflows/api/NAME.json, ordering widgets by the
-node definitions (/object_info) of a real ComfyUI running this package; tests/test_ui_workflows.py checks that the
-shipped files are exactly what this makes.
+node definitions (/object_info) of a real ComfyUI running this package; tests/server/test_ui_workflows.py checks that
+the shipped files are exactly what this makes.
 """
 from __future__ import annotations
 

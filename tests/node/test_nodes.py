@@ -6,6 +6,7 @@ import torch
 
 import reference
 import tiny_models
+from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID
 
 # The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
 CONTRACT = {
@@ -34,7 +35,6 @@ CONTRACT = {
     "Kandinsky22MoVQEncode": (["movq", "image"], ("LATENT",)),
     "Kandinsky22MoVQDecode": (["movq", "latent"], ("IMAGE",)),
 }
-PRIOR_ID, DECODER_ID = "kandinsky-community/kandinsky-2-2-prior", "kandinsky-community/kandinsky-2-2-decoder"
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +67,7 @@ def test_loader_lists_show_models_of_their_kind(comfy):
     priors = comfy.NODE_CLASS_MAPPINGS["Kandinsky22PriorLoader"].INPUT_TYPES()["required"]["model"][0]
     decoders = comfy.NODE_CLASS_MAPPINGS["Kandinsky22DecoderLoader"].INPUT_TYPES()["required"]["model"][0]
     assert priors == [PRIOR_ID]
-    assert decoders == [DECODER_ID, "kandinsky-community/kandinsky-2-2-decoder-inpaint",
-                        "kandinsky-community/kandinsky-2-2-controlnet-depth"]
+    assert decoders == [DECODER_ID, INPAINT_ID, CONTROLNET_ID]
 
 
 def test_validate_inputs_explains_a_missing_model(comfy, models_dir):
@@ -125,8 +124,7 @@ def loads(comfy, monkeypatch):
 
 def test_inpaint_budgets_memory_for_the_batch_of_a_plain_mask(run_node, loads):
     """A MASK may come as [H, W]: the memory estimate counts it as batch 1, not H."""
-    (inpaint, movq) = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
-                               dtype="fp32")
+    (inpaint, movq) = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
     embeds = torch.zeros(1, tiny_models.EMBED)
     for mask in (torch.ones(64, 64), torch.ones(1, 64, 64)):
@@ -147,42 +145,49 @@ def test_prior_encode_needs_the_image_encoder_only_for_the_first_zero_embedding(
 
 def test_movq_splits_a_batch_that_does_not_fit(run_node, loaded, comfy, monkeypatch):
     movq = loaded[2]
-    image = torch.rand(3, 64, 128, 3)
+    image = torch.rand(3, 64, 128, 3, generator=torch.Generator().manual_seed(0))
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
     (whole,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
     bridge = sys.modules[f"{comfy.__name__}.nodes.comfy_bridge"]
     monkeypatch.setattr(bridge, "items_that_fit", lambda per_item, dev: 2)  # memory for 2 pictures at a time
     core, parts_seen = sys.modules[f"{comfy.__name__}.kandinsky_core.movq"], []
-    for name in ("encode", "decode"):
-        real = getattr(core, name)
-        monkeypatch.setattr(core, name, lambda m, x, dev, real=real: parts_seen.append(len(x)) or real(m, x, dev))
+    real = {name: getattr(core, name) for name in ("encode", "decode")}
+    for name, fn in real.items():
+        monkeypatch.setattr(core, name, lambda m, x, dev, fn=fn: parts_seen.append(len(x)) or fn(m, x, dev))
     (latent_parts,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
     (parts,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
-    # The same within float32 rounding: a convolution over 2 pictures may round otherwise than over 3.
+    assert parts_seen == [2, 1, 2, 1]
+    # Exactly the parts' own results, joined in order ...
+    with torch.inference_mode():
+        pixels = image.movedim(-1, 1)
+        encoded = torch.cat([real["encode"](movq, pixels[:2]), real["encode"](movq, pixels[2:])])
+        decoded = torch.cat([real["decode"](movq, latent["samples"][:2]), real["decode"](movq, latent["samples"][2:])])
+    assert torch.equal(latent_parts["samples"], encoded) and torch.equal(parts, decoded.movedim(1, -1))
+    # ... and the whole batch's within float32 rounding: a convolution over 2 pictures may round otherwise than over 3.
     assert reference.max_diff(latent_parts["samples"], latent["samples"]) <= 1e-5
     assert parts.shape == whole.shape == (3, 64, 128, 3) and reference.max_diff(parts, whole) <= 1e-5
-    assert parts_seen == [2, 1, 2, 1]
 
 
 def test_sd_latent_is_a_clear_error(run_node, loaded):
     sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
-    with pytest.raises(ValueError, match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
+    with pytest.raises(ValueError,
+                       match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
         run_node("Kandinsky22MoVQDecode", movq=loaded[2], latent=sd_latent)
 
 
 def test_wrong_decoder_kind_is_a_clear_error(run_node, loaded):
-    (inpaint, _) = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-decoder-inpaint",
-                        dtype="fp32")
+    (inpaint, _) = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
     embeds = torch.zeros(1, tiny_models.EMBED)
-    with pytest.raises(ValueError, match="Kandinsky22Txt2Img: decoder is the inpaint decoder but this node needs the "
-                                         "text2img decoder: load 'kandinsky-community/kandinsky-2-2-decoder' \\(the "
-                                         "folder models/diffusers/kandinsky-2-2-decoder\\)"):
+    with pytest.raises(ValueError, match=f"Kandinsky22Txt2Img: decoder is the inpaint decoder but this node needs the "
+                                         f"text2img decoder: load '{DECODER_ID}' \\(the folder "
+                                         f"models/diffusers/{tiny_models.NAMES['text2img']}\\)"):
         run_node("Kandinsky22Txt2Img", decoder=inpaint, positive=embeds, negative=embeds, width=64, height=64,
              steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
 
 
 @pytest.mark.parametrize("node,inputs,message", [
-    ("Kandinsky22PriorLoader", dict(model="missing/model", dtype="auto"), "Kandinsky22PriorLoader: model 'missing/model'"),
+    ("Kandinsky22PriorLoader", dict(model="missing/model", dtype="auto"),
+     "Kandinsky22PriorLoader: model 'missing/model'"),
     ("Kandinsky22Txt2Img", dict(width=0), "Kandinsky22Txt2Img: width is 0"),
     ("Kandinsky22Txt2Img", dict(steps=0), "Kandinsky22Txt2Img: steps is 0"),
     ("Kandinsky22Txt2Img", dict(positive=torch.zeros(1, 1280)), "Kandinsky22Txt2Img: positive has width 1280"),
@@ -205,12 +210,12 @@ def test_bad_inputs_name_the_node_and_input(run_node, loaded, node, inputs, mess
 
 
 @pytest.mark.parametrize("node,kind,needs", [
-    ("Kandinsky22Inpaint", "text2img", "kandinsky-2-2-decoder-inpaint"),
-    ("Kandinsky22ControlNet", "text2img", "kandinsky-2-2-controlnet-depth"),
-    ("Kandinsky22Img2Img", "controlnet", "kandinsky-2-2-decoder'"),
+    ("Kandinsky22Inpaint", "text2img", INPAINT_ID),
+    ("Kandinsky22ControlNet", "text2img", CONTROLNET_ID),
+    ("Kandinsky22Img2Img", "controlnet", f"{DECODER_ID}'"),
 ])
 def test_every_decode_node_names_the_decoder_it_needs(run_node, loaded, node, kind, needs):
-    hub = {"text2img": DECODER_ID, "controlnet": "kandinsky-community/kandinsky-2-2-controlnet-depth"}[kind]
+    hub = {"text2img": DECODER_ID, "controlnet": CONTROLNET_ID}[kind]
     decoder, movq = run_node("Kandinsky22DecoderLoader", model=hub, dtype="auto")
     embeds = torch.zeros(1, tiny_models.EMBED)
     latent = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))[0]
@@ -224,8 +229,7 @@ def test_every_decode_node_names_the_decoder_it_needs(run_node, loaded, node, ki
 
 
 def test_hints_and_pictures_of_other_sizes_are_resized(run_node):
-    decoder, movq = run_node("Kandinsky22DecoderLoader", model="kandinsky-community/kandinsky-2-2-controlnet-depth",
-                             dtype="auto")
+    decoder, movq = run_node("Kandinsky22DecoderLoader", model=CONTROLNET_ID, dtype="auto")
     embeds = torch.zeros(1, tiny_models.EMBED)
     (latent,) = run_node("Kandinsky22ControlNet", decoder=decoder, positive=embeds, negative=embeds,
                          hint=torch.rand(1, 50, 90, 3), width=128, height=64, steps=1, guidance_scale=4.0, seed=0,

@@ -1,30 +1,10 @@
 """A real ComfyUI server with this package: graphs posted to /prompt as a client would post them."""
 import json
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 import reference
-
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
-
-
-def txt2img_graph(width=64, height=128, prior_steps=5, steps=4, seed=42, batch_size=1):
-    """The shipped txt2img API workflow with sizes and steps turned down for the tiny weights."""
-    graph = json.loads((WORKFLOWS / "api" / "txt2img.json").read_text())
-    graph["3"]["inputs"].update(steps=prior_steps, batch_size=batch_size)
-    graph["4"]["inputs"].update(width=width, height=height, steps=steps, seed=seed)
-    return graph
-
-
-def saved_pixels(server, entry) -> np.ndarray:
-    return np.stack([np.asarray(Image.open(p)) for p in server.images(entry)])
-
-
-def as_saved(pixels: np.ndarray) -> np.ndarray:
-    """What SaveImage writes for float pixels in 0..1."""
-    return np.clip(pixels * 255.0, 0, 255).astype(np.uint8)
+from helpers import as_saved, saved_pixels, txt2img_graph
 
 
 def test_txt2img_in_comfyui_gives_the_diffusers_pixels(server, models_dir):

@@ -2,28 +2,26 @@
 deep inside torch. The 2024-03 ComfyUI validates only required widgets (min/max, combos) before a run, so the nodes
 check everything themselves; these tests call them directly, past that validation."""
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 import tiny_models
+from helpers import CONTROLNET_ID, DECODER_ID, DEPTH_ID, INPAINT_ID, PRIOR_ID
 
 E = tiny_models.EMBED
-PRIOR_ID = "kandinsky-community/kandinsky-2-2-prior"
 
 
 @pytest.fixture(scope="module")
 def models(run_node):
-    def decoder(name):
-        return run_node("Kandinsky22DecoderLoader", model=f"kandinsky-community/{name}", dtype="auto")
+    def decoder(hub_id):
+        return run_node("Kandinsky22DecoderLoader", model=hub_id, dtype="auto")
 
-    text2img, movq = decoder("kandinsky-2-2-decoder")
+    text2img, movq = decoder(DECODER_ID)
     latent = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))[0]
     return {"prior": run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")[0], "text2img": text2img,
-            "movq": movq, "inpaint": decoder("kandinsky-2-2-decoder-inpaint")[0],
-            "controlnet": decoder("kandinsky-2-2-controlnet-depth")[0], "latent": latent,
-            "depth": run_node("Kandinsky22DepthLoader", model="Intel/dpt-large")[0]}
+            "movq": movq, "inpaint": decoder(INPAINT_ID)[0], "controlnet": decoder(CONTROLNET_ID)[0],
+            "latent": latent, "depth": run_node("Kandinsky22DepthLoader", model=DEPTH_ID)[0]}
 
 
 def good_inputs(m) -> dict:
@@ -34,8 +32,8 @@ def good_inputs(m) -> dict:
                  batch_size=1)
     return {
         "Kandinsky22PriorLoader": dict(model=PRIOR_ID, dtype="auto"),
-        "Kandinsky22DecoderLoader": dict(model="kandinsky-community/kandinsky-2-2-decoder", dtype="auto"),
-        "Kandinsky22DepthLoader": dict(model="Intel/dpt-large"),
+        "Kandinsky22DecoderLoader": dict(model=DECODER_ID, dtype="auto"),
+        "Kandinsky22DepthLoader": dict(model=DEPTH_ID),
         "Kandinsky22PriorEncode": prior,
         "Kandinsky22PriorEmb2Emb": {**prior, "image": torch.rand(1, 64, 64, 3), "strength": 0.5},
         "Kandinsky22ImageEncode": dict(prior=m["prior"], image=torch.rand(1, 64, 64, 3)),
@@ -59,18 +57,22 @@ SD_LATENT = {"samples": torch.zeros(1, 4, 8, 8)}
 DECODERS = ["Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "Kandinsky22ControlNet",
             "Kandinsky22ControlNetImg2Img"]
 CASES = [
-    ("Kandinsky22PriorLoader", dict(model="someone/missing"), "model 'someone/missing' is not on disk.*huggingface-cli"),
-    ("Kandinsky22PriorLoader", dict(model="kandinsky-2-2-decoder"), "is a model of kind 'text2img', not a prior model"),
+    ("Kandinsky22PriorLoader", dict(model="someone/missing"),
+     "model 'someone/missing' is not on disk.*huggingface-cli"),
+    ("Kandinsky22PriorLoader", dict(model=tiny_models.NAMES["text2img"]),
+     "is a model of kind 'text2img', not a prior model"),
     ("Kandinsky22PriorLoader", dict(dtype="fp64"), "dtype 'fp64' is unknown: pick one of auto, fp32, fp16, bf16"),
     ("Kandinsky22DecoderLoader", dict(model="../../etc"), "model '../../etc' was not found"),
-    ("Kandinsky22DepthLoader", dict(model="kandinsky-2-2-prior"), "model 'kandinsky-2-2-prior' was not found"),
+    ("Kandinsky22DepthLoader", dict(model=tiny_models.NAMES["prior"]),
+     f"model '{tiny_models.NAMES['prior']}' was not found"),
     ("Kandinsky22PriorEncode", dict(steps=1), "steps is 1: the prior's scheduler needs at least 2 steps"),
     ("Kandinsky22PriorEncode", dict(batch_size=0), "batch_size is 0"),
     ("Kandinsky22PriorEncode", dict(seed=-1), r"seed is -1: it must be between 0 and 2\^64-1"),
     ("Kandinsky22PriorEncode", dict(seed=2**64), r"seed is 18446744073709551616"),
     ("Kandinsky22PriorEncode", dict(guidance_scale=float("nan")), "guidance_scale is nan"),
     ("Kandinsky22PriorEmb2Emb", dict(strength=1.5), "strength is 1.5: it must be between 0 and 1"),
-    ("Kandinsky22PriorEmb2Emb", dict(image=torch.rand(64, 64, 3)), r"image must be an IMAGE \[batch, height, width, 3\]"),
+    ("Kandinsky22PriorEmb2Emb", dict(image=torch.rand(64, 64, 3)),
+     r"image must be an IMAGE \[batch, height, width, 3\]"),
     ("Kandinsky22ImageEncode", dict(image=torch.rand(1, 64, 64, 2)), "image must be an IMAGE"),
     ("Kandinsky22ImageEncode", dict(image=torch.rand(1, 0, 64, 3)), "image is empty"),
     ("Kandinsky22EmbedsMix", dict(embeds_2=torch.zeros(1, 1280)), "mix embeddings of the same prior"),
@@ -93,7 +95,8 @@ CASES = [
      r"latent has shape \(1, 16, 8, 8\) but this decoder takes \[batch, 4, height, width\]: wire in the LATENT of "
      r"Kandinsky 2.2 MoVQ Encode"),
     ("Kandinsky22Img2Img", dict(positive=torch.zeros(2, E), negative=torch.zeros(3, E)), "batches differ"),
-    ("Kandinsky22Inpaint", dict(mask=torch.ones(1, 1, 64, 64)), r"mask must be \[batch, height, width\], got \(1, 1, 64, 64\): wire in a MASK"),
+    ("Kandinsky22Inpaint", dict(mask=torch.ones(1, 1, 64, 64)),
+     r"mask must be \[batch, height, width\], got \(1, 1, 64, 64\): wire in a MASK"),
     ("Kandinsky22Inpaint", dict(mask=torch.ones(3, 64, 64), positive=torch.zeros(2, E)), "batches differ"),
     ("Kandinsky22Inpaint", dict(mask=torch.full((1, 64, 64), float("nan"))), "mask holds NaN"),
     ("Kandinsky22ControlNet", dict(hint=torch.rand(1, 64, 64, 5)), "hint must be an IMAGE"),
@@ -104,7 +107,7 @@ CASES = [
     ("Kandinsky22MoVQEncode", dict(image=torch.rand(1, 0, 0, 3)), "image is empty"),
     ("Kandinsky22MoVQDecode", dict(latent=SD_LATENT), "latent is not a Kandinsky 2.2 latent"),
     ("Kandinsky22MoVQDecode", dict(latent=torch.zeros(1, 4, 8, 8)), "latent must be a LATENT"),
-    *[(node, dict(positive=torch.zeros(1, 1280)), "positive has width 1280 but this decoder takes 32.*prior")
+    *[(node, dict(positive=torch.zeros(1, 1280)), f"positive has width 1280 but this decoder takes {E}.*prior")
       for node in DECODERS],
     *[(node, dict(negative=NAN), "negative holds NaN or infinite values") for node in DECODERS],
     *[(node, dict(positive=INF), "positive holds NaN or infinite values") for node in DECODERS],
@@ -112,7 +115,8 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("node,change,message", CASES, ids=[f"{c[0][11:]}-{'-'.join(c[1])}" for c in CASES])
+@pytest.mark.parametrize("node,change,message", CASES,
+                         ids=[f"{node.removeprefix('Kandinsky22')}-{'-'.join(change)}" for node, change, _ in CASES])
 def test_bad_input_is_a_clear_error(run_node, models, node, change, message):
     with pytest.raises(ValueError, match=f"^{node}: .*{message}"):
         run_node(node, **(good_inputs(models)[node] | change))
@@ -130,9 +134,10 @@ def test_the_good_inputs_run(run_node, models):
     ("corrupt", "could not load the decoder UNet.*download the model again"),
     ("config", "holds no model this package recognises.*download the model again"),
 ])
-def test_broken_model_folders_are_clear_errors(run_node, models_dir, damage, message):
+def test_broken_model_folders_are_clear_errors(run_node, models_dir, tmp_path, damage, message):
     name = f"broken-{damage}"
     folder = models_dir / name
+    pwned = tmp_path / "pwned"  # what the pickle below would touch if it were ever unpickled
     shutil.copytree(models_dir / tiny_models.NAMES["text2img"], folder)
     try:
         weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
@@ -140,7 +145,7 @@ def test_broken_model_folders_are_clear_errors(run_node, models_dir, damage, mes
             weights.unlink()
             # A pickle that would run code if it were ever unpickled: it must not be.
             (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(
-                b"cos\nsystem\n(S'touch /tmp/k22-pwned'\ntR.")
+                f"cos\nsystem\n(S'touch {pwned}'\ntR.".encode())
         elif damage == "missing":
             weights.unlink()
         elif damage == "variant":  # what a download with variant="fp16" leaves
@@ -151,6 +156,6 @@ def test_broken_model_folders_are_clear_errors(run_node, models_dir, damage, mes
             (folder / "unet" / "config.json").write_text("{not json")
         with pytest.raises(ValueError, match=f"^Kandinsky22DecoderLoader: .*{message}"):
             run_node("Kandinsky22DecoderLoader", model=name, dtype="auto")
-        assert not Path("/tmp/k22-pwned").exists()
+        assert not pwned.exists()
     finally:
         shutil.rmtree(folder)

@@ -1,26 +1,14 @@
 """Every shipped API workflow runs in the real ComfyUI server on the tiny weights (steps and sizes turned down
 by the test, not in the files)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+from helpers import WORKFLOWS, turned_down
+
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
-
-
-def turned_down(graph: dict, size: int = 64, steps: int = 2) -> dict:
-    """The same graph, cheap: every steps input at ``steps`` (the prior's minimum is 2), every size at ``size``."""
-    for node in graph.values():
-        inputs = node["inputs"]
-        if "steps" in inputs:
-            inputs["steps"] = steps
-        for key in ("width", "height"):
-            if key in inputs:
-                inputs[key] = size
-    return graph
 
 
 def test_every_seed_workflow_is_shipped():

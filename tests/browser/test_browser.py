@@ -2,13 +2,14 @@
 the page turns it into the API file's prompt, and queued from the page (steps and sizes turned down there, not in
 the files) it paints a picture that shows on the Save Image node and lands in the output folder.
 
-Chromium comes from Debian (`apt-get install chromium`, done by .ci/setup); the page is driven over the Chrome
+Chromium comes from Debian (`apt-get install chromium`, done by .ci/run); the page is driven over the Chrome
 DevTools Protocol with websocket-client. Nothing is skipped: without Chromium these tests fail.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import websocket
+from helpers import WORKFLOWS
 from ui_workflows import declared_inputs, with_defaults
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--remote-debugging-port=0", "--window-size=1920,1080"]
@@ -31,8 +32,9 @@ class Page:
     """One Chromium tab over the DevTools Protocol: ``call(js_function, *args)`` awaits it in the page."""
 
     def __init__(self, profile: Path):
-        if not Path(CHROMIUM).exists():
-            pytest.fail(f"no Chromium at {CHROMIUM}: `apt-get install -y chromium` (.ci/setup does), "
+        if not CHROMIUM or not Path(CHROMIUM).exists():
+            where = f"at {CHROMIUM}" if CHROMIUM else "on PATH (chromium, chromium-browser)"
+            pytest.fail(f"no Chromium {where}: `apt-get install -y chromium` (.ci/run does), "
                         "or set CHROMIUM to its path")
         self.log = open(profile.parent / "chromium.log", "w")
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"],

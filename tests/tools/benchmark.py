@@ -1,9 +1,9 @@
 """Speed and memory of the node graph, run by ComfyUI's own executor, side by side with diffusers' pipelines.
 
-    .venv/bin/python tests/benchmark.py [--size tiny|mid|real] [--rounds N] [--threads N] [--models DIR] [--lowvram]
-                                       [--profile]
+    .venv/bin/python tests/tools/benchmark.py [--size tiny|mid|real] [--rounds N] [--threads N] [--models DIR]
+                                             [--lowvram] [--profile]
 
-Not a test (nothing here is collected by pytest). Both sides load the same model folders (written once under
+Not a test (pytest does not collect tests/tools). Both sides load the same model folders (written once under
 --models) with the same dtype, seeds and settings. The speed rows run in one process, interleaved (the side that goes
 first alternates by round), and give the median and min-max over the rounds; the memory rows run each side in its own
 fresh process, since a peak RSS cannot be reset. Sizes: tiny (tests/tiny_models.py: overhead), mid (a 110M-parameter
@@ -42,8 +42,9 @@ for lib in (diffusers, transformers):
     lib.utils.logging.disable_progress_bar()
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))  # tiny_models, comfy_server
 sys.path.append(str(REPO))  # kandinsky_core's scheduler table for the diffusers side; appended, so ComfyUI's
 # own `nodes` module (its folder goes first) is not shadowed by this repository's `nodes` package.
 import tiny_models  # noqa: E402

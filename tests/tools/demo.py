@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
+TESTS = Path(__file__).resolve().parent.parent
+REPO = TESTS.parent
+sys.path[:0] = [str(TESTS), str(REPO)]  # tiny_models, comfy_server; kandinsky_core
 
 import tiny_models  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
@@ -33,12 +34,12 @@ def real_models_ready(models: Path) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=HERE.parent / "demo_output")
+    parser.add_argument("--out", type=Path, default=REPO / "demo_output")
     parser.add_argument("--models", type=Path, help="a ComfyUI models folder, holding diffusers/ (default: OUT/models)")
     args = parser.parse_args()
     models = args.models or args.out / "models"
     (models / "diffusers").mkdir(parents=True, exist_ok=True)
-    graph = json.loads((HERE.parent / "workflows" / "api" / "txt2img.json").read_text())
+    graph = json.loads((REPO / "workflows" / "api" / "txt2img.json").read_text())
     if real_models_ready(models / "diffusers"):
         print(f"[demo] REAL Kandinsky 2.2 weights from {models}: 768x768, 25 prior + 50 decoder steps.")
     else:

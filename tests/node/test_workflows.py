@@ -6,35 +6,23 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 from transformers import pipeline as transformers_pipeline
 
 import reference
 import tiny_models
+from helpers import CONTROLNET_ID, DECODER_ID, DEPTH_ID, INPAINT_ID, PRIOR_ID, SIZE, as_image, as_tensor, picture
 
-PRIOR_ID = "kandinsky-community/kandinsky-2-2-prior"
-SIZE = 64
 NEGATIVE_PRIOR_PROMPT = "lowres, text, error, cropped, worst quality, low quality"
-
-
-def picture(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
-
-
-def as_image(pil: Image.Image) -> torch.Tensor:
-    """What LoadImage gives for a picture: IMAGE [1, H, W, 3] = pixels / 255."""
-    return torch.from_numpy(np.asarray(pil.convert("RGB")).astype(np.float32) / 255.0)[None]
 
 
 @pytest.fixture(scope="module")
 def loaded(run_node):
-    def decoder(hub_name):
-        return run_node("Kandinsky22DecoderLoader", model=f"kandinsky-community/{hub_name}", dtype="auto")
+    def decoder(hub_id):
+        return run_node("Kandinsky22DecoderLoader", model=hub_id, dtype="auto")
 
     return {"prior": run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")[0],
-            "text2img": decoder("kandinsky-2-2-decoder"), "inpaint": decoder("kandinsky-2-2-decoder-inpaint"),
-            "controlnet": decoder("kandinsky-2-2-controlnet-depth")}
+            "text2img": decoder(DECODER_ID), "inpaint": decoder(INPAINT_ID), "controlnet": decoder(CONTROLNET_ID)}
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +66,7 @@ def test_inpaint(run_node, loaded, embeds, models_dir):
     # The reference gets the tensor MoVQ Encode encodes: its PIL path rounds and lays pixels out otherwise, and the
     # inpaint UNet amplifies such 1e-7 input differences.
     expected = reference.decode(models_dir, "inpaint", *embeds[2:], seed=4,
-                                image=as_image(image).permute(0, 3, 1, 2) * 2 - 1, mask_image=mask.clone(),
+                                image=as_tensor(image) * 2 - 1, mask_image=mask.clone(),
                                 num_inference_steps=5, height=SIZE, width=SIZE)
     assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
 
@@ -100,7 +88,7 @@ def make_hint(image: Image.Image, depth_estimator) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def hint(run_node, depth_dir):
     """(node hint IMAGE, reference hint) for picture(3)."""
-    (model,) = run_node("Kandinsky22DepthLoader", model="Intel/dpt-large")
+    (model,) = run_node("Kandinsky22DepthLoader", model=DEPTH_ID)
     (node_hint,) = run_node("Kandinsky22DepthHint", depth_model=model, image=as_image(picture(3)))
     estimator = transformers_pipeline("depth-estimation", model=str(depth_dir / tiny_models.DEPTH_NAME))
     expected = make_hint(picture(3), estimator)

@@ -7,9 +7,8 @@ from PIL import Image
 
 import reference
 import tiny_models
+from helpers import SIZE, as_tensor, picture
 from kandinsky_core import KandinskyError, loading, movq, sampling
-
-SIZE = 64
 
 
 @pytest.fixture(scope="module")
@@ -20,16 +19,6 @@ def decoders(models_dir):
 @pytest.fixture(scope="module")
 def embeds(models_dir):
     return reference.prior(models_dir, "a red cat", "low quality", steps=3, seed=11)
-
-
-def picture(seed=0, size=SIZE):
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-
-
-def as_tensor(pil):
-    """A PIL picture as the BCHW 0..1 tensor the nodes make from ComfyUI's IMAGE."""
-    return torch.from_numpy(np.asarray(pil).astype(np.float32) / 255.0).permute(2, 0, 1)[None]
 
 
 def pixels(mq, latents):

@@ -1,18 +1,17 @@
-"""Fuzzing the core functions and the node entry points on small shapes: every input either runs or raises the
-package's own clear error (KandinskyError), never anything from deep inside torch."""
+"""Fuzzing the core functions on small shapes: every input either runs or raises the package's own clear error
+(KandinskyError), never anything from deep inside torch (the node entry points: node/test_fuzz_nodes.py)."""
 import math
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import tiny_models
-from kandinsky_core import KandinskyError, embeds, loading, movq, prior, sampling
+from helpers import FUZZ, runs_or_clear
+from kandinsky_core import embeds, loading, prior, sampling
 
 E = tiny_models.EMBED
-FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 numbers = st.floats(allow_nan=True, allow_infinity=True, width=32)
 seeds = st.integers(min_value=-2, max_value=2**64 + 1)
 
@@ -31,13 +30,6 @@ def tensors(max_batch=3, width=st.sampled_from([E, E, 16]), special=True):
         return t.fill_(fill) if fill is not None else t
     fills = st.one_of(st.none(), st.sampled_from([float("nan"), float("inf")])) if special else st.none()
     return st.builds(build, st.integers(1, max_batch), width, fills, st.sampled_from([0, 0, 0, 1, 2]))
-
-
-def runs_or_clear(fn, *args, error=KandinskyError, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except error:
-        return None
 
 
 @FUZZ
@@ -95,24 +87,3 @@ def test_prior(models, prompt, negative, steps, guidance, seed, batch, strength,
     else:
         runs_or_clear(prior.text_to_embeds, bundle, prompt, negative, guidance_scale=guidance, steps=steps, seed=seed,
                       batch_size=batch)
-
-
-@pytest.fixture(scope="module")
-def node_models(run_node):
-    """(movq, prior, depth model) as the loader nodes give them."""
-    return (run_node("Kandinsky22DecoderLoader", model=tiny_models.NAMES["text2img"], dtype="auto")[1],
-            run_node("Kandinsky22PriorLoader", model=tiny_models.NAMES["prior"], dtype="auto")[0],
-            run_node("Kandinsky22DepthLoader", model=tiny_models.DEPTH_NAME)[0])
-
-
-@FUZZ
-@given(shape=st.lists(st.integers(0, 70), min_size=1, max_size=5), node=st.sampled_from(
-    ["Kandinsky22MoVQEncode", "Kandinsky22ImageEncode", "Kandinsky22DepthHint", "Kandinsky22MoVQDecode"]))
-def test_node_entry_points_with_odd_tensors(comfy, run_node, node_models, shape, node):
-    mq, prior_bundle, depth_model = node_models
-    tensor = torch.rand(*shape)
-    inputs = {"Kandinsky22MoVQEncode": dict(movq=mq, image=tensor),
-              "Kandinsky22ImageEncode": dict(prior=prior_bundle, image=tensor),
-              "Kandinsky22DepthHint": dict(depth_model=depth_model, image=tensor),
-              "Kandinsky22MoVQDecode": dict(movq=mq, latent={"samples": tensor, "kandinsky22": True})}[node]
-    runs_or_clear(run_node, node, error=comfy.kandinsky_core.KandinskyError, **inputs)  # the package's own copy

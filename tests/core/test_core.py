@@ -1,5 +1,6 @@
 """kandinsky_core alone, with no ComfyUI: loading rules, parity with diffusers, clear errors."""
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,9 +8,11 @@ import torch
 
 import reference
 import tiny_models
-from kandinsky_core import KandinskyError, loading, movq, prior, sampling, schedulers, sizes
+from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID
+from kandinsky_core import KandinskyError, loading, movq, prior, sampling, schedulers
 
-PRIOR_ID, DECODER_ID = loading.HUB_IDS["prior"][0], loading.HUB_IDS["decoder"][0]
+E = tiny_models.EMBED
+DECODER_IDS = [DECODER_ID, INPAINT_ID, CONTROLNET_ID]  # the decoder loader lists these first, in this order
 
 
 @pytest.fixture(scope="module")
@@ -31,21 +34,21 @@ def test_tiny_tokenizer_gives_real_token_ids(bundles):
 def test_model_kinds_and_lists(models_dir):
     kinds = {kind: loading.model_kind(models_dir / name) for kind, name in tiny_models.NAMES.items()}
     assert kinds == {"prior": "prior", "text2img": "text2img", "inpaint": "inpaint", "controlnet": "controlnet"}
-    assert loading.list_models([str(models_dir)], "prior") == list(loading.HUB_IDS["prior"])
-    assert loading.list_models([str(models_dir)], "decoder") == list(loading.HUB_IDS["decoder"])
+    assert loading.list_models([str(models_dir)], "prior") == [PRIOR_ID]
+    assert loading.list_models([str(models_dir)], "decoder") == DECODER_IDS
 
 
 def test_other_folders_are_listed_under_their_own_name(models_dir, tmp_path):
     shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "mine" / "my-decoder")
     (tmp_path / "not-a-model").mkdir()
     names = loading.list_models([str(tmp_path), str(models_dir)], "decoder")
-    assert names == [*loading.HUB_IDS["decoder"], "mine/my-decoder"]
+    assert names == [*DECODER_IDS, "mine/my-decoder"]
     assert loading.resolve("mine/my-decoder", [str(tmp_path)], "decoder") == (tmp_path / "mine/my-decoder").resolve()
 
 
 def test_listings_are_cached_until_a_folder_changes(models_dir, tmp_path, monkeypatch):
     roots = [str(tmp_path)]
-    assert loading.list_models(roots, "decoder") == list(loading.HUB_IDS["decoder"])
+    assert loading.list_models(roots, "decoder") == DECODER_IDS
     shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "mine" / "my-decoder")
     assert loading.list_models(roots, "decoder")[-1] == "mine/my-decoder"  # a new folder under a new one
     reads = []
@@ -54,36 +57,39 @@ def test_listings_are_cached_until_a_folder_changes(models_dir, tmp_path, monkey
     assert reads == []  # nothing changed: no folder was read again
     monkeypatch.undo()
     shutil.rmtree(tmp_path / "mine" / "my-decoder")
-    assert loading.list_models(roots, "decoder") == list(loading.HUB_IDS["decoder"])
+    assert loading.list_models(roots, "decoder") == DECODER_IDS
     (tmp_path / "mine" / "my-prior").mkdir()  # a model whose files arrive after the listing saw its folder
-    assert loading.list_models(roots, "prior") == list(loading.HUB_IDS["prior"])
+    assert loading.list_models(roots, "prior") == [PRIOR_ID]
     for part in ("model_index.json", "prior", "text_encoder", "tokenizer", "image_encoder"):
         source = models_dir / tiny_models.NAMES["prior"] / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / "mine" / "my-prior" / part)
     assert loading.list_models(roots, "prior")[-1] == "mine/my-prior"
 
 
-def test_hub_id_lives_in_its_name_folder(models_dir):
-    path = loading.resolve(DECODER_ID, ["/nonexistent", str(models_dir)], "decoder")
-    assert path == (models_dir / "kandinsky-2-2-decoder").resolve()
+def test_hub_id_lives_in_its_name_folder(models_dir, tmp_path):
+    path = loading.resolve(DECODER_ID, [str(tmp_path / "missing"), str(models_dir)], "decoder")
+    assert path == (models_dir / tiny_models.NAMES["text2img"]).resolve()
 
 
-@pytest.mark.parametrize("name", ["nope", "../outside", "/etc", ""])
+# "{tmp}/outside": an absolute path to a real model folder, outside the root.
+@pytest.mark.parametrize("name", ["nope", "../outside", "{tmp}/outside", ""],
+                         ids=["unknown", "relative-outside", "absolute-outside", "empty"])
 def test_unknown_names_say_where_was_searched(models_dir, tmp_path, name):
     shutil.copytree(models_dir / tiny_models.NAMES["text2img"], tmp_path / "outside")
     (tmp_path / "root").mkdir()
     with pytest.raises(KandinskyError, match="searched|no model name"):
-        loading.resolve(name, [str(tmp_path / "root")], "decoder")
+        loading.resolve(name.format(tmp=tmp_path), [str(tmp_path / "root")], "decoder")
 
 
 def test_missing_hub_model_offline_names_the_folder(tmp_path):
-    with pytest.raises(KandinskyError, match=f"{tmp_path / 'kandinsky-2-2-decoder'}.*huggingface-cli download"):
+    folder = tmp_path / tiny_models.NAMES["text2img"]
+    with pytest.raises(KandinskyError, match=f"{folder}.*huggingface-cli download"):
         loading.resolve(DECODER_ID, [str(tmp_path)], "decoder")
 
 
 def test_wrong_family_is_clear(models_dir):
     with pytest.raises(KandinskyError, match="is a model of kind 'prior', not a decoder model"):
-        loading.resolve("kandinsky-2-2-prior", [str(models_dir)], "decoder")
+        loading.resolve(tiny_models.NAMES["prior"], [str(models_dir)], "decoder")
 
 
 def test_pickle_only_weights_are_refused_unread(models_dir, tmp_path):
@@ -109,7 +115,7 @@ def test_prior_matches_diffusers(bundles, models_dir, negative_prompt, guidance,
     positive, negative = prior.text_to_embeds(bundles[0], "a red cat", negative_prompt, guidance_scale=guidance,
                                               steps=5, seed=123, batch_size=batch)
     ref_pos, ref_neg = reference.prior(models_dir, "a red cat", negative_prompt, guidance, 5, 123, batch)
-    assert positive.shape == (batch, tiny_models.EMBED)
+    assert positive.shape == (batch, E)
     assert reference.max_diff(positive, ref_pos) <= 1e-4
     assert reference.max_diff(negative, ref_neg) <= 1e-4
 
@@ -132,18 +138,18 @@ def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
 
 
 def test_latent_size_rounds_up_to_the_movq_grid():
-    assert sizes.latent_size(768, 768, 8) == (96, 96)
-    assert sizes.latent_size(700, 769, 8) == (88, 104)
-    assert sizes.latent_size(1, 64, 2) == (2, 32)
+    assert movq.latent_size(768, 768, 8) == (96, 96)
+    assert movq.latent_size(700, 769, 8) == (88, 104)
+    assert movq.latent_size(1, 64, 2) == (2, 32)
     for bad in (0, -64):
         with pytest.raises(KandinskyError, match="positive"):
-            sizes.latent_size(bad, 64, 8)
+            movq.latent_size(bad, 64, 8)
 
 
 @pytest.mark.parametrize("name", schedulers.NAMES)
 def test_every_scheduler_runs(bundles, name):
     _, decoder, _ = bundles
-    embeds = torch.randn(1, tiny_models.EMBED)
+    embeds = torch.randn(1, E)
     latents = sampling.txt2img(decoder, embeds, embeds * 0, height=64, width=64, steps=3, scheduler=name, seed=1)
     assert latents.shape == (1, 4, 8, 8) and torch.isfinite(latents).all()
 
@@ -152,14 +158,14 @@ def test_every_scheduler_runs(bundles, name):
     (dict(steps=0), "steps is 0"),
     (dict(batch_size=0), "batch_size is 0"),
     (dict(scheduler="nope"), "scheduler 'nope' is unknown"),
-    (dict(positive=torch.zeros(1, 1280)), "positive has width 1280 but this decoder takes 32"),
-    (dict(negative=torch.full((1, tiny_models.EMBED), float("nan"))), "negative holds NaN"),
-    (dict(negative=torch.zeros(3, tiny_models.EMBED)), "batches differ .positive has batch 2, negative has batch 3"),
-    (dict(positive=torch.zeros(tiny_models.EMBED)), r"positive must be image embeddings \[batch, 32\], got \(32,\)"),
+    (dict(positive=torch.zeros(1, 1280)), f"positive has width 1280 but this decoder takes {E}"),
+    (dict(negative=torch.full((1, E), float("nan"))), "negative holds NaN"),
+    (dict(negative=torch.zeros(3, E)), "batches differ .positive has batch 2, negative has batch 3"),
+    (dict(positive=torch.zeros(E)), rf"positive must be image embeddings \[batch, {E}\], got \({E},\)"),
 ])
 def test_bad_decoder_inputs_are_clear_errors(bundles, change, message):
     _, decoder, _ = bundles
-    args = dict(positive=torch.zeros(2, tiny_models.EMBED), negative=torch.zeros(1, tiny_models.EMBED),
+    args = dict(positive=torch.zeros(2, E), negative=torch.zeros(1, E),
                 height=64, width=64, steps=2) | change
     with pytest.raises(KandinskyError, match=message):
         sampling.txt2img(decoder, **args)
@@ -178,37 +184,36 @@ def test_movq_round_trip_matches_the_model(bundles):
     decoded = movq.decode(mq, latents)
     expected = (mq.decode(latents, force_not_quantize=True).sample * 0.5 + 0.5).clamp(0, 1)
     assert reference.max_diff(decoded, expected) == 0
-    with pytest.raises(KandinskyError, match=r"latent has shape \(1, 16, 4, 4\) but this MoVQ takes \[batch, 4, height, width\]"):
+    with pytest.raises(KandinskyError,
+                       match=r"latent has shape \(1, 16, 4, 4\) but this MoVQ takes \[batch, 4, height, width\]"):
         movq.decode(mq, torch.zeros(1, 16, 4, 4))
     assert movq.encode(mq, torch.rand(1, 3, 30, 70)).shape == (1, 4, 8, 16)  # resized up to the 64 px grid
     assert np.isfinite(decoded.numpy()).all()
 
 
-def test_a_copy_in_the_hugging_face_cache_is_reused(models_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def cached_decoder(models_dir, tmp_path, monkeypatch) -> Path:
+    """The tiny decoder in a Hugging Face cache (tmp_path/hub) as huggingface_hub lays it out: refs/main names the
+    snapshot folder that holds the files. Returns that snapshot folder."""
     from huggingface_hub import constants
 
-    # The cache layout huggingface_hub writes: refs/main names the snapshot folder that holds the files.
-    repo = tmp_path / "hub" / "models--kandinsky-community--kandinsky-2-2-decoder"
+    repo = tmp_path / "hub" / f"models--{DECODER_ID.replace('/', '--')}"
     shutil.copytree(models_dir / tiny_models.NAMES["text2img"], repo / "snapshots" / "abc123")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return repo / "snapshots" / "abc123"
+
+
+def test_a_copy_in_the_hugging_face_cache_is_reused(cached_decoder, tmp_path):
     empty = tmp_path / "diffusers"
     path = loading.resolve(DECODER_ID, [str(empty)], "decoder")
-    assert path == (repo / "snapshots" / "abc123").resolve() and not empty.exists()
+    assert path == cached_decoder.resolve() and not empty.exists()
 
 
-def test_a_cache_copy_without_full_precision_weights_is_not_used(models_dir, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    repo = tmp_path / "hub" / "models--kandinsky-community--kandinsky-2-2-decoder"
-    snapshot = repo / "snapshots" / "abc123"
-    shutil.copytree(models_dir / tiny_models.NAMES["text2img"], snapshot)
-    weights = snapshot / "unet" / "diffusion_pytorch_model.safetensors"
+def test_a_cache_copy_without_full_precision_weights_is_not_used(cached_decoder, tmp_path):
+    weights = cached_decoder / "unet" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_suffix(".fp16.safetensors"))  # a diffusers download with variant="fp16"
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text("abc123")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(KandinskyError, match="could not be downloaded"):  # offline here: a download is tried
         loading.resolve(DECODER_ID, [str(tmp_path / "diffusers")], "decoder")
 

@@ -1,32 +1,11 @@
 """A good ComfyUI citizen: progress, previews, Cancel, caching, schedulers and the memory manager, seen as a client
-sees them (the server's websocket and log) or through ComfyUI's own model management."""
-import json
+sees them (the server's websocket and log). ComfyUI's model management in process: node/test_node_citizen.py."""
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from test_workflows_server import turned_down
-
-API = Path(__file__).resolve().parent.parent / "workflows" / "api"
-
-
-def graph(name: str, **decoder_inputs) -> dict:
-    g = turned_down(json.loads((API / f"{name}.json").read_text()), steps=3)
-    decode = next(n for n in g.values() if n["class_type"].startswith("Kandinsky22") and "scheduler" in n["inputs"])
-    decode["inputs"].update(decoder_inputs)
-    return g
-
-
-def progress(messages, node: str) -> list[tuple[int, int]]:
-    return [(m["data"]["value"], m["data"]["max"]) for m in messages
-            if isinstance(m, dict) and m["type"] == "progress" and m["data"].get("node") == node]
-
-
-def executed(messages) -> set[str]:
-    return {m["data"]["node"] for m in messages
-            if isinstance(m, dict) and m["type"] == "executing" and m["data"].get("node") is not None}
+from helpers import executed, graph, progress
 
 
 def test_progress_once_per_step_and_previews(server):
@@ -84,25 +63,3 @@ def test_free_unloads_this_packs_models(server):
     time.sleep(1)  # the queue thread unloads on its next turn
     server.run(graph("txt2img", seed=507))
     assert loads(server) >= before + 2  # the decoder's UNet and the MoVQ came back from the CPU-side manager state
-
-
-def test_models_load_whole_through_the_low_vram_paths(comfy, run_node, models_dir):
-    """Both ComfyUIs' partial-load code paths, driven directly: our models load and unload whole."""
-    import comfy.model_management as mm
-
-    bridge = comfy.nodes.comfy_bridge
-    (prior,) = run_node("Kandinsky22PriorLoader", model="kandinsky-community/kandinsky-2-2-prior", dtype="auto")
-    patcher = bridge.patcher(prior.prior)
-    loaded = mm.LoadedModel(patcher)
-    loaded.model_load(lowvram_model_memory=1)  # a budget of one byte: a partial load if it were allowed
-    lowvram = getattr(patcher, "model_lowvram", False) or getattr(patcher.model, "model_lowvram", False)
-    assert not lowvram
-    assert not any(getattr(m, "comfy_cast_weights", False) for m in patcher.model.modules())
-    assert all(t.device == mm.get_torch_device() for t in [*prior.prior.parameters(), *prior.prior.buffers()])
-    assert loaded.model_unload(**({"memory_to_free": 1} if "memory_to_free" in
-                                  loaded.model_unload.__code__.co_varnames else {})) in (None, True)
-    with bridge.loaded(prior.prior) as device:
-        assert device == mm.get_torch_device()
-        assert any(m.model is patcher for m in mm.current_loaded_models)
-    mm.unload_all_models()
-    assert not any(m.model is patcher for m in mm.current_loaded_models)

@@ -1,0 +1,102 @@
+"""A good ComfyUI citizen, in process: the models load whole through ComfyUI's memory manager, an interrupt leaves
+them where the manager expects, models whose loader outputs ComfyUI dropped are unloaded and freed, and a whole
+graph runs with the network cut. As a client of a real server sees it: server/test_citizen.py."""
+import gc
+import weakref
+
+import pytest
+import torch
+
+import tiny_models
+from helpers import DECODER_ID, DEPTH_ID, PRIOR_ID
+
+E = tiny_models.EMBED
+
+
+def test_models_load_whole_through_the_low_vram_paths(comfy, run_node, models_dir):
+    """Both ComfyUIs' partial-load code paths, driven directly: our models load and unload whole."""
+    import comfy.model_management as mm
+
+    bridge = comfy.nodes.comfy_bridge
+    (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
+    patcher = bridge.patcher(prior.prior)
+    loaded = mm.LoadedModel(patcher)
+    loaded.model_load(lowvram_model_memory=1)  # a budget of one byte: a partial load if it were allowed
+    lowvram = getattr(patcher, "model_lowvram", False) or getattr(patcher.model, "model_lowvram", False)
+    assert not lowvram
+    assert not any(getattr(m, "comfy_cast_weights", False) for m in patcher.model.modules())
+    assert all(t.device == mm.get_torch_device() for t in [*prior.prior.parameters(), *prior.prior.buffers()])
+    assert loaded.model_unload(**({"memory_to_free": 1} if "memory_to_free" in
+                                  loaded.model_unload.__code__.co_varnames else {})) in (None, True)
+    with bridge.loaded(prior.prior) as device:
+        assert device == mm.get_torch_device()
+        assert any(m.model is patcher for m in mm.current_loaded_models)
+    mm.unload_all_models()
+    assert not any(m.model is patcher for m in mm.current_loaded_models)
+
+
+def test_an_interrupt_mid_decode_leaves_the_models_where_the_manager_expects(comfy, run_node, monkeypatch):
+    import comfy.model_management as mm
+
+    bridge = comfy.nodes.comfy_bridge
+    decoder, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    embeds = torch.randn(1, E, generator=torch.Generator().manual_seed(0))
+    inputs = dict(decoder=decoder, positive=embeds, negative=embeds * 0, width=64, height=64, steps=5,
+                  guidance_scale=4.0, seed=7, scheduler="default", batch_size=1)
+    expected = run_node("Kandinsky22Txt2Img", **inputs)[0]["samples"]
+    calls = []
+    update = bridge.comfy.utils.ProgressBar.update_absolute
+
+    def interrupt_at_step_two(self, value, total=None, preview=None):
+        calls.append(value)
+        if value == 2:
+            mm.interrupt_current_processing(True)
+        return update(self, value, total, preview)
+
+    try:
+        with monkeypatch.context() as patch, pytest.raises(mm.InterruptProcessingException):
+            patch.setattr(bridge.comfy.utils.ProgressBar, "update_absolute", interrupt_at_step_two)
+            run_node("Kandinsky22Txt2Img", **inputs)
+    finally:
+        mm.interrupt_current_processing(False)  # a global flag: the next node run must not stop
+    assert calls == [1, 2]  # stopped at the next step's check
+    patcher = bridge.patcher(decoder.unet)
+    assert any(m.model is patcher for m in mm.current_loaded_models)
+    assert all(p.device == mm.get_torch_device() for p in decoder.unet.parameters())
+    assert torch.equal(run_node("Kandinsky22Txt2Img", **inputs)[0]["samples"], expected)
+
+
+def test_models_whose_outputs_comfyui_dropped_are_unloaded_and_freed(comfy, run_node):
+    """A loader's output owns its modules' patchers: while ComfyUI keeps the output (its cache) the models stay
+    loaded; once it drops the outputs, they leave the manager and are freed at once."""
+    import comfy.model_management as mm
+
+    bridge = comfy.nodes.comfy_bridge
+    embeds = torch.zeros(1, E)
+    outputs = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")  # (decoder bundle, MoVQ)
+    (latent,) = run_node("Kandinsky22Txt2Img", decoder=outputs[0], positive=embeds, negative=embeds, width=64,
+                         height=64, steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
+    run_node("Kandinsky22MoVQDecode", movq=outputs[1], latent=latent)
+    # Held through weakrefs only: a strong reference here would keep the modules alive.
+    modules = [weakref.ref(outputs[0].unet), weakref.ref(outputs[1])]
+    patchers = [weakref.ref(bridge.patcher(m())) for m in modules]
+    entries = [weakref.ref(m) for m in mm.current_loaded_models if any(m.model is p() for p in patchers)]
+    assert len(entries) == 2  # the UNet and the MoVQ are loaded while the loader's outputs live
+    del outputs
+    gc.collect()
+    assert [m() for m in modules] == [None, None]  # freed, not kept loaded for ever
+    assert [p() for p in patchers] == [None, None]
+    assert not any(m is e() for e in entries for m in mm.current_loaded_models)  # unloaded from the manager
+
+
+def test_a_whole_graph_runs_with_the_network_cut(run_node, no_network):
+    (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
+    decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    (depth,) = run_node("Kandinsky22DepthLoader", model=DEPTH_ID)
+    positive, negative = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="",
+                                  guidance_scale=4.0, steps=2, seed=1, batch_size=1)
+    (hint,) = run_node("Kandinsky22DepthHint", depth_model=depth, image=torch.rand(1, 64, 64, 3))
+    (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=64,
+                         height=64, steps=2, guidance_scale=4.0, seed=1, scheduler="default", batch_size=1)
+    (image,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
+    assert image.shape == (1, 64, 64, 3) and hint.shape == (1, 64, 64, 3)  # with every connection refused
