@@ -3,12 +3,12 @@ import torch
 
 
 class KandinskyError(ValueError):
-    """A bad input or model folder, with a message meant for the person who chose the inputs. ``input`` names the
+    """A bad input or model folder, with a message meant for the person who chose the inputs. ``about`` names the
     input the message is about, when it is one, so that a caller can add where such an input comes from."""
 
-    def __init__(self, message: str, input: str | None = None):
+    def __init__(self, message: str, about: str | None = None):
         super().__init__(message)
-        self.input = input
+        self.about = about
 
 
 def describe(x) -> str:

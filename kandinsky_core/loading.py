@@ -20,19 +20,17 @@ from .movq import downscale, preview_factors
 
 log = logging.getLogger(__name__)
 
-PRIOR = "prior"
-TEXT2IMG, INPAINT, CONTROLNET = "text2img", "inpaint", "controlnet"
+PRIOR, DECODER, DEPTH = "prior", "decoder", "depth"  # the families of models
+TEXT2IMG, INPAINT, CONTROLNET = "text2img", "inpaint", "controlnet"  # the decoder kinds
 DECODER_KINDS = (TEXT2IMG, INPAINT, CONTROLNET)
-
-DEPTH = "depth"
 DECODER_HUB_IDS = {  # the hub repository of each decoder kind
     TEXT2IMG: "kandinsky-community/kandinsky-2-2-decoder",
     INPAINT: "kandinsky-community/kandinsky-2-2-decoder-inpaint",
     CONTROLNET: "kandinsky-community/kandinsky-2-2-controlnet-depth",
 }
-HUB_IDS = {  # each family's hub ids, listed first by the loaders
+HUB_IDS = {  # each family's hub ids, listed before the folders found
     PRIOR: ("kandinsky-community/kandinsky-2-2-prior",),
-    "decoder": tuple(DECODER_HUB_IDS.values()),
+    DECODER: tuple(DECODER_HUB_IDS.values()),
     DEPTH: ("Intel/dpt-large", "Intel/dpt-hybrid-midas"),
 }
 
@@ -41,7 +39,7 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 DOWNLOAD_IGNORE = ["*.fp16.safetensors", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
-WEIGHT_PARTS = {PRIOR: ["prior", "text_encoder", "image_encoder"], "decoder": ["unet", "movq"], DEPTH: ["."]}
+WEIGHT_PARTS = {PRIOR: ["prior", "text_encoder", "image_encoder"], DECODER: ["unet", "movq"], DEPTH: ["."]}
 _SCAN_DEPTH = 3  # how deep under a root model folders are looked for
 
 
@@ -72,7 +70,7 @@ def model_kind(folder: str | os.PathLike) -> str | None:
 
 
 def family_of(kind: str | None) -> str | None:
-    return "decoder" if kind in DECODER_KINDS else kind
+    return DECODER if kind in DECODER_KINDS else kind
 
 
 def _mtime(path: str) -> int | None:
@@ -118,14 +116,7 @@ def _folder(root: Path, name: str) -> Path | None:
     rel = Path(name)
     if rel.anchor or ".." in rel.parts:
         return None
-    path = root / rel
-    return path if path.is_dir() else None
-
-
-def _inside(root: Path, name: str) -> Path | None:
-    """root/name when it is such a folder and holds a model."""
-    path = _folder(root, name)
-    return path if path and model_kind(path) else None
+    return root / rel if (root / rel).is_dir() else None
 
 
 def is_hub_id(name: str) -> bool:
@@ -139,8 +130,8 @@ def home(name: str) -> str:
 
 
 def search_help(name: str, roots: list[str]) -> str:
-    searched = ", ".join(str(r) for r in roots) or "(no models/diffusers folder is configured)"
-    first = (Path(roots[0]) if roots else Path("models/diffusers")) / home(name)
+    searched = ", ".join(str(r) for r in roots) or "(no model folder is configured)"
+    first = Path(roots[0] if roots else ".") / home(name)
     how = (
         f"download it with `huggingface-cli download {name} --local-dir {first}` on a machine with "
         f"network access" if is_hub_id(name) else "copy the diffusers model folder there"
@@ -177,9 +168,13 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
     if not isinstance(name, str) or not name.strip():
         raise KandinskyError("no model name given: pick one from the list.")
     resolved = [Path(r) for r in roots]
-    path = next((p for r in resolved if (p := _inside(r, name))), None)
+
+    def found(folder_name: str) -> Path | None:  # the first root's such folder that holds a model
+        return next((p for r in resolved if (p := _folder(r, folder_name)) and model_kind(p)), None)
+
+    path = found(name)
     if path is None and is_hub_id(name):
-        path = next((p for r in resolved if (p := _inside(r, home(name)))), None)
+        path = found(home(name))
         if path is None and download and resolved:
             path = _from_hub(name, resolved[0] / home(name), family)
     if path is None:
@@ -306,7 +301,7 @@ def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> to
         raise KandinskyError(
             f"{source} is not a CLIP vision model like this prior's image encoder (a ViT-bigG with "
             f"{bundle.image_encoder.config.projection_dim}-wide embeddings): {(missing + unexpected)[:3]} ... Pick "
-            f"a ViT-bigG clip_vision file, or the prior's own image encoder.")
+            f"a ViT-bigG CLIP vision model, or the prior's own image encoder.")
     position_ids = getattr(encoder.vision_model.embeddings, "position_ids", None)
     if position_ids is not None and position_ids.is_meta:  # a buffer the file need not hold
         encoder.vision_model.embeddings.register_buffer(
@@ -320,7 +315,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     folder = Path(folder)
-    _check_weights(folder, "decoder")
+    _check_weights(folder, DECODER)
     kw = dict(use_safetensors=True, torch_dtype=dtype)
     unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
     movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", **kw)

@@ -35,11 +35,11 @@ def pixel_size(latent_hw, factor: int) -> tuple[int, int]:
     return tuple(int(n) * factor for n in latent_hw)
 
 
-def check_latents(latents, channels: int, model: str) -> torch.Tensor:
-    """Latents [batch, channels, height, width] with something in them, or a clear error; ``model`` says whose."""
+def check_latents(latents, channels: int, whose: str) -> torch.Tensor:
+    """Latents [batch, channels, height, width] with something in them, or a clear error naming ``whose`` they are."""
     shaped = isinstance(latents, torch.Tensor) and latents.ndim == 4 and latents.shape[1] == channels
     if not shaped or not latents.numel():
-        raise KandinskyError(f"latent has shape {describe(latents)} but {model} takes [batch, {channels}, height, "
+        raise KandinskyError(f"latent has shape {describe(latents)} but {whose} takes [batch, {channels}, height, "
                              f"width]", "latent")
     return latents
 

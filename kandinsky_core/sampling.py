@@ -16,7 +16,7 @@ from .schedulers import StepCallback, check_guidance, generator, make_scheduler,
 
 log = logging.getLogger(__name__)
 
-# Latent cells of one UNet call (batch x h x w, guidance halves too) -> a context loading the UNet, yielding its device.
+# Latent cells of one UNet call (batch x h x w, both guidance halves) -> a context loading the UNet, yielding its device
 Load = Callable[[int], ContextManager[torch.device]]
 
 
@@ -51,7 +51,8 @@ def fit_batch(x: torch.Tensor, batch: int) -> torch.Tensor:
 
 def guidance_embeds(decoder: DecoderBundle, positive, negative, batch: int, repeat: int, cfg: bool,
                     device) -> torch.Tensor:
-    """The UNet's image_embeds: [negative, positive] under guidance, each item repeated ``repeat`` times."""
+    """The UNet's image_embeds, the pipelines' ``torch.cat([negative, positive])`` under guidance, each item repeated
+    ``repeat`` times (their ``num_images_per_prompt``)."""
     positive, negative = (fit_batch(x, batch) for x in (positive, negative))
     both = torch.cat([negative, positive]) if cfg else positive
     return both.repeat_interleave(repeat, dim=0).to(device=device, dtype=decoder.dtype)
@@ -70,7 +71,7 @@ def _check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
 
 def _prepare(decoder: DecoderBundle, positive, negative, steps: int, guidance_scale: float, scheduler: str,
              seed: int, **others):
-    """Check what every mode takes: (the common batch of the inputs, the scheduler, the noise generator)."""
+    """Check what every mode takes: (the common batch of the inputs, the noise generator, the scheduler)."""
     check_guidance(guidance_scale)
     most = decoder.scheduler_config.get("num_train_timesteps", 1000) - 1  # the last one is off the schedule
     if not 1 <= steps <= most:
@@ -79,11 +80,12 @@ def _prepare(decoder: DecoderBundle, positive, negative, steps: int, guidance_sc
     positive = check_embeds("positive", positive, width)
     negative = check_embeds("negative", negative, width)
     batch = batch_of(positive=positive, negative=negative, **others)
-    return batch, make_scheduler(scheduler, decoder.scheduler_config), generator(seed)
+    return batch, generator(seed), make_scheduler(scheduler, decoder.scheduler_config)
 
 
 def prepare_hint(hint, pixel_hw: tuple[int, int], batch: int) -> torch.Tensor:
-    """A ControlNet hint [B, 3, H, W] in 0..1 at the latents' pixel size (resized when it differs)."""
+    """A ControlNet hint [B, 3, H, W] in 0..1 at the latents' pixel size: resized when it differs, where the ControlNet
+    pipelines take it as it is."""
     if not isinstance(hint, torch.Tensor) or hint.ndim != 4 or hint.shape[1] != 3:
         raise KandinskyError(f"hint must be pictures [batch, 3, height, width], got {describe(hint)}", "hint")
     if tuple(hint.shape[-2:]) != tuple(pixel_hw):
@@ -146,13 +148,13 @@ def denoise(decoder: DecoderBundle, scheduler, latents: torch.Tensor, embeds: to
     return latents
 
 
-def _cells(batch: int, latent_hw, cfg: bool) -> int:
-    """Latent cells of one UNet call: the batch (twice under guidance) times the latent area."""
-    return batch * (2 if cfg else 1) * int(latent_hw[0]) * int(latent_hw[1])
+def _cells(batch: int, latent_hw) -> int:
+    """Latent cells of one UNet call, budgeted for both guidance halves: twice the batch times the latent area."""
+    return 2 * batch * int(latent_hw[0]) * int(latent_hw[1])
 
 
 def _doubled(x: torch.Tensor | None, cfg: bool, dtype, device):
-    """A per-image UNet input for both guidance halves."""
+    """A per-image UNet input for both guidance halves (the pipelines' ``torch.cat([hint, hint])``)."""
     if x is None:
         return None
     return (torch.cat([x, x]) if cfg else x).to(device=device, dtype=dtype)
@@ -166,7 +168,7 @@ def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     """Latents ``[B * batch_size, C, h, w]`` of a picture of ``height`` x ``width`` pixels (rounded up to the
     grid) from noise, as KandinskyV22Pipeline (or, with a ``hint`` [B, 3, H, W], KandinskyV22ControlnetPipeline)
     makes them."""
-    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed, hint=hint)
+    batch, rng, sched = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed, hint=hint)
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
     latent_hw = latent_size(height, width, decoder.movq_scale_factor)
@@ -175,7 +177,7 @@ def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
         hint = prepare_hint(hint, pixel_size(latent_hw, decoder.movq_scale_factor), batch)
         hint = hint.repeat_interleave(batch_size, dim=0)
     shape = (batch * batch_size, decoder.latent_channels, *latent_hw)
-    with load(_cells(shape[0], latent_hw, cfg)) as device:
+    with load(_cells(shape[0], latent_hw)) as device:
         embeds = guidance_embeds(decoder, positive, negative, batch, batch_size, cfg, device)
         sched.set_timesteps(steps, device=device)
         latents = randn_tensor(shape, generator=rng, device=device, dtype=decoder.dtype) * sched.init_noise_sigma
@@ -192,12 +194,12 @@ def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     ``hint``, KandinskyV22ControlnetImg2ImgPipeline) does; non-square pictures keep their size (the reference swaps
     width and height)."""
     first = start_step(steps, strength)
-    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
+    batch, rng, sched = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
                                  latent=_check_latents(decoder, latents), hint=hint)
     cfg = guidance_scale > 1
     if hint is not None:
         hint = prepare_hint(hint, pixel_size(latents.shape[-2:], decoder.movq_scale_factor), batch)
-    with load(_cells(batch, latents.shape[-2:], cfg)) as device:
+    with load(_cells(batch, latents.shape[-2:])) as device:
         sched.set_timesteps(steps, device=device)
         timesteps = sched.timesteps[first * sched.order:]
         latents = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
@@ -221,14 +223,14 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
     if not isinstance(mask, torch.Tensor) or mask.ndim != 3:
         raise KandinskyError(f"mask must be [batch, height, width], got {describe(mask)}", "mask")
     check_finite("mask", mask)
-    batch, sched, rng = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
+    batch, rng, sched = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
                                  latent=_check_latents(decoder, latents), mask=mask)
     latent_hw = tuple(latents.shape[-2:])
     keep = keep_mask(mask, pixel_size(latent_hw, decoder.movq_scale_factor), latent_hw)
     if not (keep < 1).any():
         log.warning("Kandinsky 2.2 inpaint: the mask repaints nothing (all zeros): the picture comes back as it was.")
     cfg = guidance_scale > 1
-    with load(_cells(batch, latent_hw, cfg)) as device:
+    with load(_cells(batch, latent_hw)) as device:
         image = fit_batch(latents, batch).to(device=device, dtype=decoder.dtype)
         keep = fit_batch(keep, batch).to(device=device, dtype=decoder.dtype)
         embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)

@@ -1,6 +1,6 @@
 """ComfyUI adapters: each node converts ComfyUI types, makes one call into kandinsky_core, converts back."""
 from .decoder import (Kandinsky22ControlNet, Kandinsky22ControlNetImg2Img, Kandinsky22Img2Img, Kandinsky22Inpaint,
-                     Kandinsky22Txt2Img)
+                      Kandinsky22Txt2Img)
 from .depth import Kandinsky22DepthHint
 from .embeds import Kandinsky22CLIPVisionEmbeds, Kandinsky22EmbedsMix
 from .loaders import Kandinsky22DecoderLoader, Kandinsky22DepthLoader, Kandinsky22PriorLoader

@@ -27,8 +27,7 @@ PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: t
 
 
 class KandinskyNode:
-    """Base of every node: FUNCTION is ``run``; a KandinskyError leaves ``run`` prefixed with the node id and, when
-    it is about one input, followed by what to wire into it."""
+    """Base of every node: FUNCTION is ``run``, whose KandinskyErrors name the node (and what a bad input takes)."""
     FUNCTION = "run"
 
     def __init_subclass__(cls, **kwargs):
@@ -48,8 +47,8 @@ class KandinskyNode:
 
     @classmethod
     def explain(cls, exc: KandinskyError) -> str:
-        declared = {name: spec for group in cls.INPUT_TYPES().values() for name, spec in group.items()}
-        fix = WIRE_IN.get(declared[exc.input][0]) if exc.input in declared else None
+        declared = {n: spec for group in cls.INPUT_TYPES().values() for n, spec in group.items()} if exc.about else {}
+        fix = WIRE_IN.get(declared[exc.about][0]) if exc.about in declared else None
         return f"{str(exc).rstrip('.')}: {fix}." if fix else str(exc)
 
 
@@ -103,7 +102,7 @@ class ModuleHolder(torch.nn.Module):
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.model = module
+        self.module = module
 
 
 class KandinskyPatcher(ModelPatcher):
@@ -120,25 +119,22 @@ class KandinskyPatcher(ModelPatcher):
         return 0
 
 
-_patchers: dict[int, KandinskyPatcher] = {}  # id(module) -> its patcher, which holds the module
+_patchers = weakref.WeakValueDictionary()  # id(module) -> its patcher, while a loader output holds it
 
 
 def own(output, *modules: torch.nn.Module):
-    """Give each module the ModelPatcher through which ComfyUI's manager loads it, for as long as ``output`` (a
-    loader's output, which ComfyUI keeps while a prompt may use it again) lives: once ComfyUI drops that output,
-    the modules are unloaded and freed."""
-    for module in modules:
-        _patchers[id(module)] = KandinskyPatcher(ModuleHolder(module), load_device=mm.get_torch_device(),
-                                                 offload_device=mm.unet_offload_device())
-    weakref.finalize(output, _release, [id(m) for m in modules]).atexit = False
+    """Make the ModelPatchers through which ComfyUI's manager loads these modules, held by ``output`` (the loader's
+    output) as ComfyUI's own MODEL and VAE outputs hold theirs: once ComfyUI drops the output, its own cleanup (its
+    reference count rule in the 2024-03 ComfyUI, weak references in today's) unloads and frees them."""
+    output.patchers = [KandinskyPatcher(ModuleHolder(m), load_device=mm.get_torch_device(),
+                                        offload_device=mm.unet_offload_device()) for m in modules]
+    _patchers.update({id(m): p for m, p in zip(modules, output.patchers)})
     return output
 
 
-def _release(keys: list[int]) -> None:
-    _unload([_patchers.pop(key) for key in keys if key in _patchers])
-
-
 def patcher(module: torch.nn.Module) -> KandinskyPatcher:
+    if id(module) not in _patchers:
+        raise KandinskyError("this model was not made by a Kandinsky 2.2 loader node: wire in a loader's output.")
     return _patchers[id(module)]
 
 
@@ -207,6 +203,11 @@ def image_to_bchw(image, name: str = "image") -> torch.Tensor:
     return image.movedim(-1, 1).float()
 
 
+def as_mask(mask):
+    """ComfyUI MASK [H, W] -> [1, H, W]; anything else as it is, for the sampler to check."""
+    return mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
+
+
 def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.movedim(1, -1).to(out_device(), torch.float32)
 
@@ -216,6 +217,8 @@ def make_latent(samples: torch.Tensor, source: dict | None = None, size: tuple[i
     these samples, so that its other keys pass on (as ComfyUI's KSampler does); MoVQ Encode adds the ``size`` of
     the picture it encoded."""
     latent = {**(source or {}), "samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}
+    if len(latent.get("batch_index", samples)) != len(samples):  # a new batch: the source's indices no longer fit
+        del latent["batch_index"]
     return {**latent, SIZE_KEY: tuple(size)} if size else latent
 
 
@@ -226,6 +229,5 @@ def latent_samples(latent, name: str = "latent") -> torch.Tensor:
     if not latent.get(LATENT_MARKER):
         raise KandinskyError(
             f"{name} is not a Kandinsky 2.2 latent (it looks like a Stable Diffusion latent, from "
-            f"EmptyLatentImage or VAEEncode): wire in the LATENT of a Kandinsky 2.2 decoder node or of "
-            f"Kandinsky22MoVQEncode.")
+            f"EmptyLatentImage or VAEEncode): {WIRE_IN['LATENT']}.")
     return latent["samples"]

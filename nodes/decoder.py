@@ -8,11 +8,11 @@ from . import inputs
 class _DecoderNode(bridge.KandinskyNode):
     """A decoder node: checks the decoder's kind, runs one kandinsky_core sampler, returns a LATENT."""
     KIND = TEXT2IMG
-    CATEGORY = f"{bridge.CATEGORY}/decode"
+    CATEGORY = f"{bridge.CATEGORY}/decode"  # the group name NODES.md gives
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Kandinsky 2.2 MoVQ latents: Kandinsky 2.2 MoVQ Decode turns them into a picture.",)
 
-    def sample(self, sampler, decoder, steps: int, latent: dict | None = None, **inputs) -> tuple:
+    def sample(self, sampler, decoder, steps: int, latent: dict | None = None, **kwargs) -> tuple:
         """Run ``sampler`` (from the samples of ``latent``, when given) with the UNet loaded by ComfyUI's manager once
         the inputs are checked; the output LATENT is made from ``latent``."""
         kind = getattr(decoder, "kind", None)
@@ -26,9 +26,9 @@ class _DecoderNode(bridge.KandinskyNode):
             return bridge.loaded(decoder.unet, memory_required=bridge.activation_bytes(cells, decoder.dtype))
 
         if latent is not None:
-            inputs["latents"] = bridge.latent_samples(latent)
+            kwargs["latents"] = bridge.latent_samples(latent)
         callback = bridge.step_callback(steps, decoder.preview_factors)
-        return (bridge.make_latent(sampler(decoder, steps=steps, load=load, callback=callback, **inputs), latent),)
+        return (bridge.make_latent(sampler(decoder, steps=steps, load=load, callback=callback, **kwargs), latent),)
 
 
 class Kandinsky22Txt2Img(_DecoderNode):
@@ -74,9 +74,8 @@ class Kandinsky22Inpaint(_DecoderNode):
             **inputs.sampler_inputs()}}
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
-        mask = mask[None] if getattr(mask, "ndim", None) == 2 else mask  # ComfyUI's MASK may be [H, W]
         return self.sample(sampling.inpaint, decoder, steps, latent, positive=positive, negative=negative,
-                           mask=mask, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
+                           mask=bridge.as_mask(mask), guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
 class Kandinsky22ControlNet(_DecoderNode):

@@ -2,7 +2,15 @@
 from ..kandinsky_core import KandinskyError
 from ..kandinsky_core import embeds as embeds_stage
 from . import comfy_bridge as bridge
-from .inputs import embeds_pair
+
+
+def embeds_pair(i: int) -> dict:
+    """Embeds Mix's i-th embedding and its weight."""
+    return {
+        f"embeds_{i}": ("K22_EMBEDS", {"tooltip": f"Embedding {i} (from Prior Encode, Image Encode, ...)."}),
+        f"weight_{i}": ("FLOAT", {"default": 0.5 if i < 3 else 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                                  "tooltip": f"Weight of embedding {i}."}),
+    }
 
 
 class Kandinsky22EmbedsMix(bridge.KandinskyNode):

@@ -1,7 +1,10 @@
-"""Every input spec the nodes share, as ComfyUI's V1 INPUT_TYPES declares them: (type, options)."""
+"""The input specs that more than one node declares, as ComfyUI's V1 INPUT_TYPES takes them: (type, options). A spec
+only one node has stays in that node."""
 from ..kandinsky_core import loading, schedulers
-from ..kandinsky_core.loading import DECODER_HUB_IDS
+from ..kandinsky_core.loading import CONTROLNET, DECODER_HUB_IDS, INPAINT, TEXT2IMG
 from ..kandinsky_core.schedulers import SEED_MAX
+
+DECODER_WORDS = {TEXT2IMG: "text-to-image", INPAINT: "inpaint", CONTROLNET: "ControlNet depth"}  # kind -> UI words
 
 DTYPE = (["auto", *loading.DTYPES], {"default": "auto", "tooltip": (
     "Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU (--force-fp32 and friends hold).")})
@@ -42,19 +45,10 @@ def prior_inputs() -> dict:
 def embeds_inputs(kind: str) -> dict:
     """A decoder node's first inputs: the decoder of ``kind`` and the embeddings."""
     return {
-        "decoder": ("K22_DECODER", {"tooltip": f"From Kandinsky 2.2 Decoder Loader: the {kind} decoder "
-                                               f"({loading.home(DECODER_HUB_IDS[kind])})."}),
+        "decoder": ("K22_DECODER", {"tooltip": f"From Kandinsky 2.2 Decoder Loader: the {DECODER_WORDS[kind]} "
+                                               f"decoder ({loading.home(DECODER_HUB_IDS[kind])})."}),
         "positive": ("K22_EMBEDS", {"tooltip": "Image embeddings to paint (from a prior or embeds node)."}),
         "negative": ("K22_EMBEDS", {"tooltip": "Image embeddings to steer away from (a prior's negative)."}),
-    }
-
-
-def embeds_pair(i: int) -> dict:
-    """Embeds Mix's i-th embedding and its weight."""
-    return {
-        f"embeds_{i}": ("K22_EMBEDS", {"tooltip": f"Embedding {i} (from Prior Encode, Image Encode, ...)."}),
-        f"weight_{i}": ("FLOAT", {"default": 0.5 if i < 3 else 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
-                                  "tooltip": f"Weight of embedding {i}."}),
     }
 
 

@@ -58,7 +58,7 @@ class Kandinsky22PriorLoader(_Loader):
 
 
 class Kandinsky22DecoderLoader(_Loader):
-    FAMILY = "decoder"
+    FAMILY = loading.DECODER
     RETURN_TYPES = ("K22_DECODER", "K22_MOVQ")
     RETURN_NAMES = ("decoder", "movq")
     OUTPUT_TOOLTIPS = ("The decoder UNet, for the decoder nodes of its kind.",

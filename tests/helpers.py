@@ -9,17 +9,15 @@ import torch
 from hypothesis import HealthCheck, settings
 from PIL import Image
 
+import tiny_models
 from kandinsky_core import KandinskyError
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / "workflows"
 
 # The hub ids the tiny models stand in for (tiny_models.NAMES holds the folders they live in).
-PRIOR_ID = "kandinsky-community/kandinsky-2-2-prior"
-DECODER_ID = "kandinsky-community/kandinsky-2-2-decoder"
-INPAINT_ID = "kandinsky-community/kandinsky-2-2-decoder-inpaint"
-CONTROLNET_ID = "kandinsky-community/kandinsky-2-2-controlnet-depth"
-DEPTH_ID = "Intel/dpt-large"
+PRIOR_ID, DECODER_ID, INPAINT_ID, CONTROLNET_ID, DEPTH_ID = (
+    tiny_models.HUB_IDS[kind] for kind in ("prior", "text2img", "inpaint", "controlnet", "depth"))
 
 SIZE = 64  # the side of the test pictures, in pixels
 
@@ -67,10 +65,11 @@ def turned_down(graph: dict, size: int = 64, steps: int = 2) -> dict:
 
 
 def graph(name: str, **decoder_inputs) -> dict:
-    """The shipped API workflow ``name``, turned down to 3 steps, with these inputs of its decode node."""
+    """The shipped API workflow ``name``, turned down to 3 steps, with these inputs of its decoder node."""
     g = turned_down(json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()), steps=3)
-    decode = next(n for n in g.values() if n["class_type"].startswith("Kandinsky22") and "scheduler" in n["inputs"])
-    decode["inputs"].update(decoder_inputs)
+    decoder_node = next(n for n in g.values()
+                        if n["class_type"].startswith("Kandinsky22") and "scheduler" in n["inputs"])
+    decoder_node["inputs"].update(decoder_inputs)
     return g
 
 

@@ -49,7 +49,7 @@ def txt2img(models_dir, positive, negative, width, height, steps=4, guidance_sca
         num_images_per_prompt=batch_size, output_type="np").images
 
 
-def decode(models_dir, mode, positive, negative, seed=0, **kwargs):
+def decoder_pipeline(models_dir, mode, positive, negative, seed=0, **kwargs):
     """Pixels [B, H, W, 3] in 0..1 from the decoder pipeline of ``mode``."""
     return pipeline(models_dir, mode)(image_embeds=positive, negative_image_embeds=negative,
                                       generator=generator(seed), output_type="np", **kwargs).images

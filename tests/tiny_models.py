@@ -12,12 +12,14 @@ from pathlib import Path
 import torch
 
 EMBED = 32  # CLIP image-embedding width of the tiny models (1280 in the real ones)
-NAMES = {
-    "prior": "kandinsky-2-2-prior",
-    "text2img": "kandinsky-2-2-decoder",
-    "inpaint": "kandinsky-2-2-decoder-inpaint",
-    "controlnet": "kandinsky-2-2-controlnet-depth",
+HUB_IDS = {  # the models the tiny ones stand in for
+    "prior": "kandinsky-community/kandinsky-2-2-prior",
+    "text2img": "kandinsky-community/kandinsky-2-2-decoder",
+    "inpaint": "kandinsky-community/kandinsky-2-2-decoder-inpaint",
+    "controlnet": "kandinsky-community/kandinsky-2-2-controlnet-depth",
+    "depth": "Intel/dpt-large",
 }
+NAMES = {kind: hub_id.split("/")[1] for kind, hub_id in HUB_IDS.items() if kind != "depth"}  # their folders
 # Byte-level BPE as CLIP does it: every printable byte alone and word-final, a few merges.
 _MERGES = ["c a", "ca t</w>", "d o", "do g</w>", "r e", "re d</w>"]
 
@@ -125,7 +127,7 @@ def build(root: str | Path, seed: int = 0) -> Path:
     return root
 
 
-DEPTH_NAME = "dpt-large"  # the home of hub id Intel/dpt-large
+DEPTH_NAME = HUB_IDS["depth"].split("/")[1]  # the folder of the depth model
 
 
 def build_depth(root: str | Path, seed: int = 0) -> Path:

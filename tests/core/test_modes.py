@@ -1,4 +1,4 @@
-"""Every decode mode of kandinsky_core against its diffusers pipeline on the same tiny weights and seeds."""
+"""Every decoder mode of kandinsky_core against its diffusers pipeline on the same tiny weights and seeds."""
 import numpy as np
 import pytest
 import torch
@@ -35,8 +35,8 @@ def test_img2img_matches_diffusers(decoders, embeds, models_dir):
     image = picture(1)
     latents = sampling.img2img(decoder, *embeds, latents=movq.encode(mq, as_tensor(image)), strength=0.5,
                                steps=6, seed=3)
-    expected = reference.decode(models_dir, "img2img", *embeds, seed=3, image=image, strength=0.5,
-                                num_inference_steps=6, height=SIZE, width=SIZE)
+    expected = reference.decoder_pipeline(models_dir, "img2img", *embeds, seed=3, image=image, strength=0.5,
+                                          num_inference_steps=6, height=SIZE, width=SIZE)
     assert reference.max_diff(pixels(mq, latents), expected) <= 1e-4
 
 
@@ -49,9 +49,9 @@ def test_inpaint_matches_diffusers(decoders, embeds, models_dir):
                                mask=torch.from_numpy(mask)[None], steps=5, seed=4)
     # The reference takes the very tensor MoVQ Encode makes: its PIL path rounds (x / 127.5 - 1, not x / 255 * 2 - 1)
     # and lays the pixels out otherwise, and the inpaint UNet's masked-image input amplifies such 1e-7 differences.
-    expected = reference.decode(models_dir, "inpaint", *embeds, seed=4, image=as_tensor(image) * 2 - 1,
-                                mask_image=torch.from_numpy(mask)[None].clone(), num_inference_steps=5,
-                                height=SIZE, width=SIZE)
+    expected = reference.decoder_pipeline(models_dir, "inpaint", *embeds, seed=4, image=as_tensor(image) * 2 - 1,
+                                          mask_image=torch.from_numpy(mask)[None].clone(), num_inference_steps=5,
+                                          height=SIZE, width=SIZE)
     assert reference.max_diff(pixels(mq, latents), expected) <= 1e-4
 
 
@@ -59,8 +59,8 @@ def test_controlnet_matches_diffusers(decoders, embeds, models_dir):
     decoder, mq = decoders["controlnet"]
     hint = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(5))
     latents = sampling.txt2img(decoder, *embeds, height=SIZE, width=SIZE, hint=hint, steps=5, seed=6)
-    expected = reference.decode(models_dir, "controlnet", *embeds, seed=6, hint=hint, num_inference_steps=5,
-                                height=SIZE, width=SIZE)
+    expected = reference.decoder_pipeline(models_dir, "controlnet", *embeds, seed=6, hint=hint, num_inference_steps=5,
+                                          height=SIZE, width=SIZE)
     assert reference.max_diff(pixels(mq, latents), expected) <= 1e-4
 
 
@@ -70,8 +70,8 @@ def test_controlnet_img2img_matches_diffusers(decoders, embeds, models_dir):
     hint = torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
     latents = sampling.img2img(decoder, *embeds, latents=movq.encode(mq, as_tensor(image)), hint=hint,
                                strength=0.6, steps=5, seed=8)
-    expected = reference.decode(models_dir, "controlnet_img2img", *embeds, seed=8, image=image, hint=hint,
-                                strength=0.6, num_inference_steps=5, height=SIZE, width=SIZE)
+    expected = reference.decoder_pipeline(models_dir, "controlnet_img2img", *embeds, seed=8, image=image, hint=hint,
+                                          strength=0.6, num_inference_steps=5, height=SIZE, width=SIZE)
     assert reference.max_diff(pixels(mq, latents), expected) <= 1e-4
 
 
@@ -125,7 +125,7 @@ def test_inpaint_batch_blends_every_image_with_its_own_original(decoders, embeds
     masks = torch.zeros(2, 64, 128)
     masks[0, 8:40, 10:60] = 1
     masks[1, 20:64, 70:128] = 1
-    # Compared as latents, the decode node's output: a batched UNet call differs from a single one in the last
+    # Compared as latents, the decoder node's output: a batched UNet call differs from a single one in the last
     # float bits (1e-7), which this tiny random inpaint UNet amplifies to 1e-4 in the latents and 4e-4 in pixels.
     got = sampling.inpaint(decoder, *embeds, latents=movq.encode(mq, images), mask=masks, steps=5, seed=13,
                            scheduler="ddim")

@@ -27,7 +27,7 @@ def models(run_node):
 def good_inputs(m) -> dict:
     """Inputs that run, per node; each case below changes one of them."""
     embeds = torch.zeros(1, E)
-    decode = dict(positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0, scheduler="default")
+    sampler = dict(positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0, scheduler="default")
     prior = dict(prior=m["prior"], prompt="a cat", negative_prompt="", guidance_scale=4.0, steps=2, seed=0,
                  batch_size=1)
     return {
@@ -40,13 +40,13 @@ def good_inputs(m) -> dict:
         "Kandinsky22EmbedsMix": dict(embeds_1=embeds, weight_1=0.5, embeds_2=embeds, weight_2=0.5,
                                      method="weighted_sum"),
         "Kandinsky22DepthHint": dict(depth_model=m["depth"], image=torch.rand(1, 64, 64, 3)),
-        "Kandinsky22Txt2Img": dict(decoder=m["text2img"], width=64, height=64, batch_size=1, **decode),
-        "Kandinsky22Img2Img": dict(decoder=m["text2img"], latent=m["latent"], strength=0.5, **decode),
-        "Kandinsky22Inpaint": dict(decoder=m["inpaint"], latent=m["latent"], mask=torch.ones(1, 64, 64), **decode),
+        "Kandinsky22Txt2Img": dict(decoder=m["text2img"], width=64, height=64, batch_size=1, **sampler),
+        "Kandinsky22Img2Img": dict(decoder=m["text2img"], latent=m["latent"], strength=0.5, **sampler),
+        "Kandinsky22Inpaint": dict(decoder=m["inpaint"], latent=m["latent"], mask=torch.ones(1, 64, 64), **sampler),
         "Kandinsky22ControlNet": dict(decoder=m["controlnet"], hint=torch.rand(1, 64, 64, 3), width=64, height=64,
-                                      batch_size=1, **decode),
+                                      batch_size=1, **sampler),
         "Kandinsky22ControlNetImg2Img": dict(decoder=m["controlnet"], latent=m["latent"], hint=torch.rand(1, 64, 64, 3),
-                                             strength=0.5, **decode),
+                                             strength=0.5, **sampler),
         "Kandinsky22MoVQEncode": dict(movq=m["movq"], image=torch.rand(1, 64, 64, 3)),
         "Kandinsky22MoVQDecode": dict(movq=m["movq"], latent=m["latent"]),
     }
@@ -109,6 +109,8 @@ CASES = [
     ("Kandinsky22MoVQDecode", dict(latent=torch.zeros(1, 4, 8, 8)), "latent must be a LATENT"),
     *[(node, dict(positive=torch.zeros(1, 1280)), f"positive has width 1280 but this decoder takes {E}.*prior")
       for node in DECODERS],
+    *[(node, dict(negative=torch.zeros(E)), rf"negative must be image embeddings \[batch, {E}\], got \({E},\): wire "
+       r"in the embeddings of a Kandinsky 2.2 prior or embeds node\.$") for node in DECODERS],
     *[(node, dict(negative=NAN), "negative holds NaN or infinite values") for node in DECODERS],
     *[(node, dict(positive=INF), "positive holds NaN or infinite values") for node in DECODERS],
     ("Kandinsky22Txt2Img", dict(decoder="not a decoder"), r"decoder is not a Kandinsky 2.2 decoder \(str\)"),

@@ -67,8 +67,8 @@ def test_an_interrupt_mid_decode_leaves_the_models_where_the_manager_expects(com
 
 
 def test_models_whose_outputs_comfyui_dropped_are_unloaded_and_freed(comfy, run_node):
-    """A loader's output owns its modules' patchers: while ComfyUI keeps the output (its cache) the models stay
-    loaded; once it drops the outputs, they leave the manager and are freed at once."""
+    """A loader's output holds its modules' patchers: while ComfyUI keeps the output (its cache) the models stay
+    loaded; once it drops the outputs, ComfyUI's own cleanup (run before each prompt) unloads and frees them."""
     import comfy.model_management as mm
 
     bridge = comfy.nodes.comfy_bridge
@@ -83,6 +83,7 @@ def test_models_whose_outputs_comfyui_dropped_are_unloaded_and_freed(comfy, run_
     entries = [weakref.ref(m) for m in mm.current_loaded_models if any(m.model is p() for p in patchers)]
     assert len(entries) == 2  # the UNet and the MoVQ are loaded while the loader's outputs live
     del outputs
+    mm.cleanup_models()  # what ComfyUI's executor runs before each prompt
     gc.collect()
     assert [m() for m in modules] == [None, None]  # freed, not kept loaded for ever
     assert [p() for p in patchers] == [None, None]

@@ -133,6 +133,60 @@ def test_inpaint_budgets_memory_for_the_batch_of_a_plain_mask(run_node, loads):
     assert loads[-2][1] == loads[-1][1] > 0
 
 
+def test_the_unet_is_budgeted_for_both_guidance_halves_of_the_whole_batch(run_node, loaded, loads, comfy):
+    bridge, decoder = sys.modules[f"{comfy.__name__}.nodes.comfy_bridge"], loaded[1]
+    embeds = torch.zeros(2, tiny_models.EMBED)
+    run_node("Kandinsky22Txt2Img", decoder=decoder, positive=embeds, negative=embeds[:1], width=128, height=64,
+             steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=3)
+    ((modules, memory),) = loads
+    assert modules == (decoder.unet,) and memory == bridge.activation_bytes(2 * 6 * 8 * 16, decoder.dtype)
+
+
+@pytest.mark.parametrize("node,change", [
+    ("Kandinsky22Txt2Img", dict(steps=0)), ("Kandinsky22Txt2Img", dict(seed=-1)),
+    ("Kandinsky22Txt2Img", dict(scheduler="nope")), ("Kandinsky22Txt2Img", dict(width=0)),
+    ("Kandinsky22Img2Img", dict(strength=2.0)), ("Kandinsky22Img2Img", dict(positive=torch.zeros(3))),
+    ("Kandinsky22MoVQDecode", dict(latent={"samples": torch.zeros(1, 16, 8, 8), "kandinsky22": True})),
+], ids=lambda x: x if isinstance(x, str) else "-".join(x))
+def test_a_bad_input_loads_no_model(run_node, loaded, loads, node, change):
+    _, decoder, movq = loaded
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    latent = {"samples": torch.zeros(1, 4, 8, 8), "kandinsky22": True}
+    sampler = dict(decoder=decoder, positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0,
+                   scheduler="default")
+    inputs = {"Kandinsky22Txt2Img": dict(sampler, width=64, height=64, batch_size=1),
+              "Kandinsky22Img2Img": dict(sampler, latent=latent, strength=0.5),
+              "Kandinsky22MoVQDecode": dict(movq=movq, latent=latent)}[node]
+    with pytest.raises(ValueError, match=f"^{node}: "):
+        run_node(node, **(inputs | change))
+    assert loads == []  # checked before ComfyUI was asked to load anything
+
+
+def test_a_decoder_nodes_latent_is_a_copy_of_its_input_with_new_samples(run_node, loaded):
+    """As ComfyUI's KSampler: the input LATENT's other keys pass on, the input stays as it was; a batch index that
+    no longer fits the new batch is dropped."""
+    _, decoder, movq = loaded
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 50, 70, 3))
+    source = {**latent, "batch_index": [4], "noise_mask": torch.ones(1, 1, 8, 16), "another_pack": "kept"}
+    before = dict(source)
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    inputs = dict(decoder=decoder, negative=embeds, latent=source, strength=0.5, steps=2, guidance_scale=4.0, seed=0,
+                  scheduler="default")
+    (out,) = run_node("Kandinsky22Img2Img", positive=embeds, **inputs)
+    assert source.keys() == before.keys() and all(source[k] is before[k] for k in before)
+    assert out.keys() == source.keys() and all(out[k] is source[k] for k in source if k != "samples")
+    assert out["samples"].shape == source["samples"].shape and not torch.equal(out["samples"], source["samples"])
+    (two,) = run_node("Kandinsky22Img2Img", positive=torch.zeros(2, tiny_models.EMBED), **inputs)
+    assert two["samples"].shape[0] == 2 and "batch_index" not in two and two["another_pack"] == "kept"
+    assert two["kandinsky22_size"] == (50, 70)
+
+
+def test_a_model_no_loader_made_is_a_clear_error(comfy, run_node, models_dir):
+    _, movq = comfy.kandinsky_core.loading.load_decoder(models_dir / tiny_models.NAMES["text2img"])
+    with pytest.raises(ValueError, match="^Kandinsky22MoVQEncode: this model was not made by a Kandinsky 2.2 loader"):
+        run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
+
+
 def test_prior_encode_needs_the_image_encoder_only_for_the_first_zero_embedding(run_node, loads, models_dir):
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
     runs = [run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt=negative,
@@ -214,7 +268,7 @@ def test_bad_inputs_name_the_node_and_input(run_node, loaded, node, inputs, mess
     ("Kandinsky22ControlNet", "text2img", CONTROLNET_ID),
     ("Kandinsky22Img2Img", "controlnet", f"{DECODER_ID}'"),
 ])
-def test_every_decode_node_names_the_decoder_it_needs(run_node, loaded, node, kind, needs):
+def test_every_decoder_node_names_the_decoder_it_needs(run_node, loaded, node, kind, needs):
     hub = {"text2img": DECODER_ID, "controlnet": CONTROLNET_ID}[kind]
     decoder, movq = run_node("Kandinsky22DecoderLoader", model=hub, dtype="auto")
     embeds = torch.zeros(1, tiny_models.EMBED)

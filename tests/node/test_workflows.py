@@ -36,7 +36,7 @@ def embeds(run_node, loaded, models_dir):
     return (*nodes, *ref)
 
 
-def decode(run_node, movq, latent):
+def movq_decode(run_node, movq, latent):
     return run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)[0]
 
 
@@ -50,9 +50,9 @@ def test_img2img(run_node, loaded, embeds, models_dir):
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=as_image(image))
     (out,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds[0], negative=embeds[1], latent=latent,
                       strength=0.5, **common(3, 6))
-    expected = reference.decode(models_dir, "img2img", *embeds[2:], seed=3, image=image, strength=0.5,
-                                num_inference_steps=6, height=SIZE, width=SIZE)
-    assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
+    expected = reference.decoder_pipeline(models_dir, "img2img", *embeds[2:], seed=3, image=image, strength=0.5,
+                                          num_inference_steps=6, height=SIZE, width=SIZE)
+    assert reference.max_diff(movq_decode(run_node, movq, out), expected) <= 1e-4
 
 
 def test_inpaint(run_node, loaded, embeds, models_dir):
@@ -65,10 +65,10 @@ def test_inpaint(run_node, loaded, embeds, models_dir):
                       mask=mask, **common(4))
     # The reference gets the tensor MoVQ Encode encodes: its PIL path rounds and lays pixels out otherwise, and the
     # inpaint UNet amplifies such 1e-7 input differences.
-    expected = reference.decode(models_dir, "inpaint", *embeds[2:], seed=4,
-                                image=as_tensor(image) * 2 - 1, mask_image=mask.clone(),
-                                num_inference_steps=5, height=SIZE, width=SIZE)
-    assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
+    expected = reference.decoder_pipeline(models_dir, "inpaint", *embeds[2:], seed=4,
+                                          image=as_tensor(image) * 2 - 1, mask_image=mask.clone(),
+                                          num_inference_steps=5, height=SIZE, width=SIZE)
+    assert reference.max_diff(movq_decode(run_node, movq, out), expected) <= 1e-4
 
 
 def test_inpaint_warns_when_the_mask_repaints_nothing(run_node, loaded, embeds, caplog):
@@ -101,9 +101,9 @@ def test_controlnet_depth(run_node, loaded, embeds, hint, models_dir):
     decoder, movq = loaded["controlnet"]
     (out,) = run_node("Kandinsky22ControlNet", decoder=decoder, positive=embeds[0], negative=embeds[1], hint=hint[0],
                       width=SIZE, height=SIZE, **common(6), batch_size=1)
-    expected = reference.decode(models_dir, "controlnet", *embeds[2:], seed=6, hint=hint[1], num_inference_steps=5,
-                                height=SIZE, width=SIZE)
-    assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
+    expected = reference.decoder_pipeline(models_dir, "controlnet", *embeds[2:], seed=6, hint=hint[1],
+                                          num_inference_steps=5, height=SIZE, width=SIZE)
+    assert reference.max_diff(movq_decode(run_node, movq, out), expected) <= 1e-4
 
 
 def test_controlnet_img2img_with_prior_emb2emb(run_node, loaded, hint, models_dir):
@@ -124,9 +124,10 @@ def test_controlnet_img2img_with_prior_emb2emb(run_node, loaded, hint, models_di
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=as_image(image))
     (out,) = run_node("Kandinsky22ControlNetImg2Img", decoder=decoder, positive=positive, negative=negative,
                       latent=latent, hint=hint[0], strength=0.5, **common(8))
-    expected = reference.decode(models_dir, "controlnet_img2img", ref_positive, ref_negative, seed=8, image=image,
-                                hint=hint[1], strength=0.5, num_inference_steps=5, height=SIZE, width=SIZE)
-    assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
+    expected = reference.decoder_pipeline(models_dir, "controlnet_img2img", ref_positive, ref_negative, seed=8,
+                                          image=image, hint=hint[1], strength=0.5, num_inference_steps=5, height=SIZE,
+                                          width=SIZE)
+    assert reference.max_diff(movq_decode(run_node, movq, out), expected) <= 1e-4
 
 
 def test_emb2emb_with_negative_prompt_and_batch(run_node, loaded, models_dir):
@@ -172,9 +173,9 @@ def test_interpolate_texts_and_images(run_node, loaded, models_dir):
     decoder, movq = loaded["text2img"]
     (out,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=mixed, negative=negative, width=SIZE,
                       height=SIZE, **common(10), batch_size=1)
-    expected = reference.decode(models_dir, "text2img", ref.image_embeds, ref.negative_image_embeds, seed=10,
-                                num_inference_steps=5, height=SIZE, width=SIZE)
-    assert reference.max_diff(decode(run_node, movq, out), expected) <= 1e-4
+    expected = reference.decoder_pipeline(models_dir, "text2img", ref.image_embeds, ref.negative_image_embeds, seed=10,
+                                          num_inference_steps=5, height=SIZE, width=SIZE)
+    assert reference.max_diff(movq_decode(run_node, movq, out), expected) <= 1e-4
 
 
 def test_slerp_keeps_the_length_and_the_ends(run_node):

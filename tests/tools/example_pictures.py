@@ -3,7 +3,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-OUT = Path(__file__).resolve().parent.parent / "workflows" / "input"
+OUT = Path(__file__).resolve().parents[2] / "workflows" / "input"
 SIZE = 768
 
 
