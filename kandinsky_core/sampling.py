@@ -24,11 +24,12 @@ def on_cpu(cells: int) -> ContextManager[torch.device]:
     return contextlib.nullcontext(torch.device("cpu"))
 
 
-def check_embeds(name: str, embeds, width: int) -> torch.Tensor:
-    """A finite tensor [B, width], or a clear error naming the input."""
-    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2:
-        raise KandinskyError(f"{name} must be image embeddings [batch, {width}], got {describe(embeds)}", name)
-    if embeds.shape[1] != width:
+def check_embeds(name: str, embeds, width: int | None = None) -> torch.Tensor:
+    """A finite tensor [B, width] (any width when None), or a clear error naming the input."""
+    if not isinstance(embeds, torch.Tensor) or embeds.ndim != 2 or not embeds.numel():
+        raise KandinskyError(f"{name} must be image embeddings [batch, {width or 'width'}], got {describe(embeds)}",
+                             name)
+    if width is not None and embeds.shape[1] != width:
         raise KandinskyError(f"{name} has width {embeds.shape[1]} but this decoder takes {width}: use the prior "
                              f"that belongs to this decoder (Kandinsky 2.2, not 2.1).")
     check_finite(name, embeds)
@@ -62,9 +63,13 @@ def _check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
     check_latents(latents, decoder.latent_channels, "this decoder")
     grid = downscale(decoder.unet)
     if latents.shape[-1] % grid or latents.shape[-2] % grid:
+        step = grid * decoder.movq_scale_factor
+        near = ", ".join(f"{name} {' or '.join(map(str, sorted({side // grid * step, -(-side // grid) * step} - {0})))}"
+                         for name, side in zip(("height", "width"), latents.shape[-2:]))
         raise KandinskyError(f"latent is {latents.shape[-2]}x{latents.shape[-1]} but this decoder needs sides that are "
-                             f"multiples of {grid}: resize the picture to a multiple of "
-                             f"{grid * decoder.movq_scale_factor} pixels before encoding it.")
+                             f"multiples of {grid}, pictures of multiples of {step} pixels: the nearest sizes that work "
+                             f"are {near} pixels. Resize the picture (or make the empty latent) at such a size, or "
+                             f"sample with KSampler and the loader's MODEL, which takes any size.")
     check_finite("latent", latents)
     return latents
 
@@ -148,6 +153,51 @@ def denoise(decoder: DecoderBundle, scheduler, latents: torch.Tensor, embeds: to
     return latents
 
 
+def masked_image(image: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """The inpaint UNet's extra input channels, after the latents: the pipeline's ``[masked_image, mask]``, the
+    picture's latents where kept (keep [B, 1, h, w], 1 = keep) and the keep mask."""
+    return torch.cat([image * keep, keep], dim=1)
+
+
+def predict_noise(unet, x: torch.Tensor, timesteps: torch.Tensor, image_embeds: torch.Tensor, channels: int,
+                  hint: torch.Tensor | None = None) -> torch.Tensor:
+    """The UNet's noise prediction (its learned-variance half dropped) for latents of any size, for samplers other
+    than diffusers': its up blocks cannot take sides off its grid, so ``x`` (and a ``hint``) is padded to the grid
+    (edge values repeated) and the prediction cropped back."""
+    h, w = x.shape[-2:]
+    grid = downscale(unet)
+    pad_h, pad_w = -h % grid, -w % grid
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
+        if hint is not None:
+            scale = hint.shape[-1] // w
+            hint = F.pad(hint, (0, pad_w * scale, 0, pad_h * scale), mode="replicate")
+    added = {"image_embeds": image_embeds} if hint is None else {"image_embeds": image_embeds, "hint": hint}
+    out = unet(x, timesteps, encoder_hidden_states=None, added_cond_kwargs=added, return_dict=False)[0]
+    return out[:, :channels, :h, :w]
+
+
+def _keeping(sched, image: torch.Tensor, noise: torch.Tensor, keep: torch.Tensor, timesteps):
+    """The per-step ``blend`` that keeps ``image`` where ``keep`` is 1: there the latents are the picture at the next
+    step's noise level (the inpaint pipeline's per-step blend; KSampler's with a LATENT's noise_mask)."""
+    def blend(i, current):
+        original = image
+        if i < len(timesteps) - 1:
+            # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
+            # (1), too loud for Euler's sigmas (19 times at 20 steps).
+            original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
+        return keep * original + (1 - keep) * current
+
+    return blend
+
+
+def _check_mask(mask) -> torch.Tensor:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 3 or not mask.numel():
+        raise KandinskyError(f"mask must be [batch, height, width], got {describe(mask)}", "mask")
+    check_finite("mask", mask)
+    return mask
+
+
 def _cells(batch: int, latent_hw) -> int:
     """Latent cells of one UNet call, budgeted for both guidance halves: twice the batch times the latent area."""
     return 2 * batch * int(latent_hw[0]) * int(latent_hw[1])
@@ -188,14 +238,17 @@ def txt2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
 @torch.no_grad()
 def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tensor, *, latents: torch.Tensor,
             strength: float = 0.3, steps: int = 50, guidance_scale: float = 4.0, seed: int = 0,
-            scheduler: str = "default", hint: torch.Tensor | None = None, load: Load = on_cpu,
-            callback: StepCallback | None = None) -> torch.Tensor:
+            scheduler: str = "default", hint: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+            load: Load = on_cpu, callback: StepCallback | None = None) -> torch.Tensor:
     """Latents repainted from ``latents`` noised to ``strength``, as KandinskyV22Img2ImgPipeline (or, with a
     ``hint``, KandinskyV22ControlnetImg2ImgPipeline) does; non-square pictures keep their size (the reference swaps
-    width and height)."""
+    width and height). A ``mask`` [B, H, W] (1 = repaint, any size, soft edges kept) repaints only its area, as
+    ComfyUI's KSampler does with a LATENT's noise_mask."""
     first = start_step(steps, strength)
+    if mask is not None:
+        mask = _check_mask(mask)
     batch, rng, sched = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
-                                 latent=_check_latents(decoder, latents), hint=hint)
+                                 latent=_check_latents(decoder, latents), hint=hint, mask=mask)
     cfg = guidance_scale > 1
     if hint is not None:
         hint = prepare_hint(hint, pixel_size(latents.shape[-2:], decoder.movq_scale_factor), batch)
@@ -209,9 +262,15 @@ def img2img(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
             sched.set_begin_index(first * sched.order)
         embeds = guidance_embeds(decoder, positive, negative, batch, 1, cfg, device)
         noise = randn_tensor(latents.shape, generator=rng, device=device, dtype=decoder.dtype)
-        latents = sched.add_noise(latents, noise, timesteps[:1].repeat(batch))
-        return denoise(decoder, sched, latents, embeds, timesteps, guidance_scale, rng, callback,
-                       hint=_doubled(hint, cfg, decoder.dtype, device))
+        image, latents = latents, sched.add_noise(latents, noise, timesteps[:1].repeat(batch))
+        keep = None
+        if mask is not None:
+            keep = 1 - F.interpolate(mask[:, None].float(), size=image.shape[-2:], mode="bilinear")
+            keep = fit_batch(keep, batch).to(device=device, dtype=decoder.dtype)
+        latents = denoise(decoder, sched, latents, embeds, timesteps, guidance_scale, rng, callback,
+                          hint=_doubled(hint, cfg, decoder.dtype, device),
+                          blend=None if keep is None else _keeping(sched, image, noise, keep, timesteps))
+        return latents if keep is None else keep * image + (1 - keep) * latents
 
 
 @torch.no_grad()
@@ -220,9 +279,7 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
             scheduler: str = "default", load: Load = on_cpu, callback: StepCallback | None = None) -> torch.Tensor:
     """Repaint where ``mask`` [B, H, W] is 1, as KandinskyV22InpaintPipeline does, but blending every image
     of a batch with its own original (the reference blends only the first)."""
-    if not isinstance(mask, torch.Tensor) or mask.ndim != 3:
-        raise KandinskyError(f"mask must be [batch, height, width], got {describe(mask)}", "mask")
-    check_finite("mask", mask)
+    mask = _check_mask(mask)
     batch, rng, sched = _prepare(decoder, positive, negative, steps, guidance_scale, scheduler, seed,
                                  latent=_check_latents(decoder, latents), mask=mask)
     latent_hw = tuple(latents.shape[-2:])
@@ -238,15 +295,7 @@ def inpaint(decoder: DecoderBundle, positive: torch.Tensor, negative: torch.Tens
         timesteps = sched.timesteps
         noise = randn_tensor(image.shape, generator=rng, device=device, dtype=decoder.dtype)
 
-        def blend(i, current):
-            original = image
-            if i < len(timesteps) - 1:  # the kept area at the next step's noise level
-                # Plain noise: add_noise scales it. The reference passes it times init_noise_sigma: the same for DDPM
-                # (1), too loud for Euler's sigmas (19 times at 20 steps).
-                original = sched.add_noise(image, noise, timesteps[i + 1:i + 2])
-            return keep * original + (1 - keep) * current
-
-        concat = _doubled(torch.cat([image * keep, keep], dim=1), cfg, decoder.dtype, device)
+        concat = _doubled(masked_image(image, keep), cfg, decoder.dtype, device)
         latents = denoise(decoder, sched, noise * sched.init_noise_sigma, embeds, timesteps, guidance_scale, rng,
-                          callback, concat=concat, blend=blend)
+                          callback, concat=concat, blend=_keeping(sched, image, noise, keep, timesteps))
         return keep * image + (1 - keep) * latents

@@ -5,6 +5,7 @@ from .depth import Kandinsky22DepthHint
 from .embeds import Kandinsky22CLIPVisionEmbeds, Kandinsky22EmbedsMix
 from .loaders import Kandinsky22DecoderLoader, Kandinsky22DepthLoader, Kandinsky22PriorLoader
 from .movq import Kandinsky22MoVQDecode, Kandinsky22MoVQEncode
+from .native import Kandinsky22Conditioning
 from .prior import Kandinsky22ImageEncode, Kandinsky22PriorEmb2Emb, Kandinsky22PriorEncode
 
 _NODES = {
@@ -24,6 +25,7 @@ _NODES = {
     Kandinsky22ControlNetImg2Img: "Kandinsky 2.2 ControlNet Image to Image",
     Kandinsky22MoVQEncode: "Kandinsky 2.2 MoVQ Encode",
     Kandinsky22MoVQDecode: "Kandinsky 2.2 MoVQ Decode",
+    Kandinsky22Conditioning: "Kandinsky 2.2 Conditioning",
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}

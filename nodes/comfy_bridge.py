@@ -21,7 +21,6 @@ from ..kandinsky_core.loading import DTYPES
 from .inputs import WIRE_IN
 
 CATEGORY = "Kandinsky 2.2"
-LATENT_MARKER = "kandinsky22"  # key in the LATENT dicts this pack makes; SD latents lack it
 SIZE_KEY = "kandinsky22_size"  # LATENT key: (height, width) of the picture MoVQ Encode encoded
 PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: today's --preview-size, else 512
 
@@ -118,16 +117,29 @@ class KandinskyPatcher(ModelPatcher):
     def partially_unload(self, device_to, memory_to_free=0):  # today's: nothing freed, so it is unloaded whole
         return 0
 
+    def clone(self, *args, **kwargs):  # the 2024-03 ComfyUI's clone is a plain ModelPatcher (today's keeps the class)
+        copy = super().clone(*args, **kwargs)
+        copy.__class__ = type(self)
+        return copy
+
+
+def make_patcher(module: torch.nn.Module) -> KandinskyPatcher:
+    """A patcher through which ComfyUI's manager loads ``module`` (a diffusers or transformers one in a ModuleHolder,
+    or a ComfyUI model) whole on its device."""
+    return KandinskyPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
 
 _patchers = weakref.WeakValueDictionary()  # id(module) -> its patcher, while a loader output holds it
 
 
-def own(output, *modules: torch.nn.Module):
+def own(output, *modules: torch.nn.Module, made: dict | None = None):
     """Make the ModelPatchers through which ComfyUI's manager loads these modules, held by ``output`` (the loader's
     output) as ComfyUI's own MODEL and VAE outputs hold theirs: once ComfyUI drops the output, its own cleanup (its
-    reference count rule in the 2024-03 ComfyUI, weak references in today's) unloads and frees them."""
-    output.patchers = [KandinskyPatcher(ModuleHolder(m), load_device=mm.get_torch_device(),
-                                        offload_device=mm.unet_offload_device()) for m in modules]
+    reference count rule in the 2024-03 ComfyUI, weak references in today's) unloads and frees them. ``made`` maps a
+    module to the patcher it already has (the MODEL's, for the UNet): a module has one patcher, or ComfyUI's manager
+    would count it twice and unload one copy under the other."""
+    made = made or {}
+    output.patchers = [made.get(m) or make_patcher(ModuleHolder(m)) for m in modules]
     _patchers.update({id(m): p for m, p in zip(modules, output.patchers)})
     return output
 
@@ -139,8 +151,10 @@ def patcher(module: torch.nn.Module) -> KandinskyPatcher:
 
 
 def _unload(patchers) -> None:
+    """Unload these patchers and their clones (KSampler's, which share the model) from ComfyUI's manager."""
+    models = [p.model for p in patchers]
     for i in reversed(range(len(mm.current_loaded_models))):
-        if mm.current_loaded_models[i].model in patchers:
+        if any(getattr(mm.current_loaded_models[i].model, "model", None) is m for m in models):
             mm.current_loaded_models.pop(i).model_unload()
 
 
@@ -216,18 +230,15 @@ def make_latent(samples: torch.Tensor, source: dict | None = None, size: tuple[i
     """A LATENT of this pack (float32, as ComfyUI's own): a copy of ``source``, the LATENT it was made from, with
     these samples, so that its other keys pass on (as ComfyUI's KSampler does); MoVQ Encode adds the ``size`` of
     the picture it encoded."""
-    latent = {**(source or {}), "samples": samples.to(out_device(), torch.float32), LATENT_MARKER: True}
+    latent = {**(source or {}), "samples": samples.to(out_device(), torch.float32)}
     if len(latent.get("batch_index", samples)) != len(samples):  # a new batch: the source's indices no longer fit
         del latent["batch_index"]
     return {**latent, SIZE_KEY: tuple(size)} if size else latent
 
 
 def latent_samples(latent, name: str = "latent") -> torch.Tensor:
-    """The samples of a LATENT this pack made; an SD latent is a clear error."""
+    """The samples of a LATENT (any node's: ComfyUI's latent nodes do not tell model families apart, so the
+    samples' channel count is what the models check)."""
     if not isinstance(latent, dict) or not isinstance(latent.get("samples"), torch.Tensor):
-        raise KandinskyError(f"{name} must be a LATENT.")
-    if not latent.get(LATENT_MARKER):
-        raise KandinskyError(
-            f"{name} is not a Kandinsky 2.2 latent (it looks like a Stable Diffusion latent, from "
-            f"EmptyLatentImage or VAEEncode): {WIRE_IN['LATENT']}.")
+        raise KandinskyError(f"{name} must be a LATENT, got {describe(latent)}: {WIRE_IN['LATENT']}.")
     return latent["samples"]

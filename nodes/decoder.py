@@ -1,4 +1,6 @@
 """Decoder nodes: CLIP image embeddings -> MoVQ latents (LATENT), one node per Kandinsky 2.2 decoder pipeline."""
+import torch
+
 from ..kandinsky_core import KandinskyError, sampling
 from ..kandinsky_core.loading import CONTROLNET, DECODER_HUB_IDS, INPAINT, TEXT2IMG, home
 from . import comfy_bridge as bridge
@@ -27,6 +29,9 @@ class _DecoderNode(bridge.KandinskyNode):
 
         if latent is not None:
             kwargs["latents"] = bridge.latent_samples(latent)
+            mask = latent.get("noise_mask")  # SetLatentNoiseMask's: repaint only there, as KSampler does
+            if isinstance(mask, torch.Tensor) and "mask" not in kwargs:
+                kwargs["mask"] = mask.reshape(-1, *mask.shape[-2:])
         callback = bridge.step_callback(steps, decoder.preview_factors)
         return (bridge.make_latent(sampler(decoder, steps=steps, load=load, callback=callback, **kwargs), latent),)
 

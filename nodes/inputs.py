@@ -16,6 +16,8 @@ SEED = ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seed of the
 LATENT = ("LATENT", {"tooltip": "The picture to start from, from Kandinsky 2.2 MoVQ Encode."})
 HINT = ("IMAGE", {"tooltip": "The depth hint: Kandinsky 2.2 Depth Hint, or any depth map (white = near); resized to "
                              "the output size."})
+POSITIVE = ("K22_EMBEDS", {"tooltip": "Image embeddings to paint (from a prior or embeds node)."})
+NEGATIVE = ("K22_EMBEDS", {"tooltip": "Image embeddings to steer away from (a prior's negative)."})
 BATCH = ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Pictures per embedding."})
 
 # What to wire into an input of each type: added to a core error about that input.
@@ -47,8 +49,8 @@ def embeds_inputs(kind: str) -> dict:
     return {
         "decoder": ("K22_DECODER", {"tooltip": f"From Kandinsky 2.2 Decoder Loader: the {DECODER_WORDS[kind]} "
                                                f"decoder ({loading.home(DECODER_HUB_IDS[kind])})."}),
-        "positive": ("K22_EMBEDS", {"tooltip": "Image embeddings to paint (from a prior or embeds node)."}),
-        "negative": ("K22_EMBEDS", {"tooltip": "Image embeddings to steer away from (a prior's negative)."}),
+        "positive": POSITIVE,
+        "negative": NEGATIVE,
     }
 
 

@@ -1,7 +1,7 @@
 """Loader nodes: pick a Kandinsky 2.2 model folder (or hub id) and load it."""
 from ..kandinsky_core import loading
 from . import comfy_bridge as bridge
-from . import inputs
+from . import inputs, native
 
 OWN_ENCODER = "from the prior"
 
@@ -59,12 +59,15 @@ class Kandinsky22PriorLoader(_Loader):
 
 class Kandinsky22DecoderLoader(_Loader):
     FAMILY = loading.DECODER
-    RETURN_TYPES = ("K22_DECODER", "K22_MOVQ")
-    RETURN_NAMES = ("decoder", "movq")
+    RETURN_TYPES = ("K22_DECODER", "K22_MOVQ", "MODEL", "VAE")
+    RETURN_NAMES = ("decoder", "movq", "model", "vae")
     OUTPUT_TOOLTIPS = ("The decoder UNet, for the decoder nodes of its kind.",
-                       "The MoVQ autoencoder, for MoVQ Encode and MoVQ Decode.")
+                       "The MoVQ autoencoder, for MoVQ Encode and MoVQ Decode.",
+                       "The same UNet as a ComfyUI MODEL, for KSampler (with Kandinsky 2.2 Conditioning).",
+                       "The same MoVQ as a ComfyUI VAE, for VAEDecode, VAEEncode and their tiled and inpaint kin.")
     DESCRIPTION = ("Loads a Kandinsky 2.2 decoder (text-to-image, inpaint or ControlNet depth UNet) and the MoVQ "
-                   "autoencoder that comes with it.")
+                   "autoencoder that comes with it, for this pack's decoder nodes and, as MODEL and VAE (one copy "
+                   "of the weights), for ComfyUI's KSampler and VAE nodes.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -81,7 +84,7 @@ class Kandinsky22DecoderLoader(_Loader):
     def run(self, model, dtype, channels_last=False, compile=False):
         decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype), bridge.previews_on())
         decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
-        return bridge.own(decoder, decoder.unet, movq), movq  # ComfyUI keeps or drops a node's outputs together
+        return decoder, movq, *native.native(decoder, movq)  # ComfyUI keeps or drops a node's outputs together
 
 
 class Kandinsky22DepthLoader(_Loader):

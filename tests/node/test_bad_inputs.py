@@ -17,7 +17,7 @@ def models(run_node):
     def decoder(hub_id):
         return run_node("Kandinsky22DecoderLoader", model=hub_id, dtype="auto")
 
-    text2img, movq = decoder(DECODER_ID)
+    text2img, movq, *_ = decoder(DECODER_ID)
     latent = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))[0]
     return {"prior": run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")[0], "text2img": text2img,
             "movq": movq, "inpaint": decoder(INPAINT_ID)[0], "controlnet": decoder(CONTROLNET_ID)[0],
@@ -49,11 +49,13 @@ def good_inputs(m) -> dict:
                                              strength=0.5, **sampler),
         "Kandinsky22MoVQEncode": dict(movq=m["movq"], image=torch.rand(1, 64, 64, 3)),
         "Kandinsky22MoVQDecode": dict(movq=m["movq"], latent=m["latent"]),
+        "Kandinsky22Conditioning": dict(positive=embeds, negative=embeds, hint=torch.rand(1, 64, 64, 3)),
     }
 
 
-NAN, INF = torch.full((1, E), float("nan")), torch.full((1, E), float("inf"))
-SD_LATENT = {"samples": torch.zeros(1, 4, 8, 8)}
+NAN_ = float("nan")
+NAN, INF = torch.full((1, E), NAN_), torch.full((1, E), float("inf"))
+EMPTY_LATENT = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives for 64 x 64
 DECODERS = ["Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "Kandinsky22ControlNet",
             "Kandinsky22ControlNetImg2Img"]
 CASES = [
@@ -90,8 +92,14 @@ CASES = [
     ("Kandinsky22Txt2Img", dict(guidance_scale=float("inf")), "guidance_scale is inf"),
     ("Kandinsky22Txt2Img", dict(scheduler="karras"), "scheduler 'karras' is unknown"),
     ("Kandinsky22Img2Img", dict(strength=-0.1), "strength is -0.1"),
-    ("Kandinsky22Img2Img", dict(latent=SD_LATENT), "latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"),
-    ("Kandinsky22Img2Img", dict(latent={"samples": torch.zeros(1, 16, 8, 8), "kandinsky22": True}),
+    ("Kandinsky22Img2Img", dict(latent={**EMPTY_LATENT, "noise_mask": torch.ones(3, 64, 64)},
+                                positive=torch.zeros(2, E)), "batches differ"),
+    ("Kandinsky22ControlNetImg2Img", dict(latent={**EMPTY_LATENT, "noise_mask": torch.full((1, 64, 64), NAN_)}),
+     "mask holds NaN"),
+    ("Kandinsky22Img2Img", dict(latent={"samples": torch.zeros(1, 4, 9, 9)}),  # EmptyLatentImage's 72 x 72
+     "latent is 9x9 but this decoder needs sides that are multiples of 2, pictures of multiples of 16 pixels: the "
+     "nearest sizes that work are height 64 or 80, width 64 or 80 pixels"),
+    ("Kandinsky22Img2Img", dict(latent={"samples": torch.zeros(1, 16, 8, 8)}),
      r"latent has shape \(1, 16, 8, 8\) but this decoder takes \[batch, 4, height, width\]: wire in the LATENT of "
      r"Kandinsky 2.2 MoVQ Encode"),
     ("Kandinsky22Img2Img", dict(positive=torch.zeros(2, E), negative=torch.zeros(3, E)), "batches differ"),
@@ -105,8 +113,11 @@ CASES = [
     ("Kandinsky22ControlNetImg2Img", dict(hint=torch.rand(1, 0, 64, 3)), "hint is empty"),
     ("Kandinsky22MoVQEncode", dict(image=torch.rand(1, 64, 64)), "image must be an IMAGE"),
     ("Kandinsky22MoVQEncode", dict(image=torch.rand(1, 0, 0, 3)), "image is empty"),
-    ("Kandinsky22MoVQDecode", dict(latent=SD_LATENT), "latent is not a Kandinsky 2.2 latent"),
-    ("Kandinsky22MoVQDecode", dict(latent=torch.zeros(1, 4, 8, 8)), "latent must be a LATENT"),
+    ("Kandinsky22MoVQDecode", dict(latent=torch.zeros(1, 4, 8, 8)), r"latent must be a LATENT, got \(1, 4, 8, 8\)"),
+    ("Kandinsky22Conditioning", dict(positive=torch.zeros(E)),
+     rf"positive must be image embeddings \[batch, width\], got \({E},\): wire in the embeddings"),
+    ("Kandinsky22Conditioning", dict(negative=NAN), "negative holds NaN or infinite values"),
+    ("Kandinsky22Conditioning", dict(hint=torch.rand(1, 64, 64, 5)), "hint must be an IMAGE"),
     *[(node, dict(positive=torch.zeros(1, 1280)), f"positive has width 1280 but this decoder takes {E}.*prior")
       for node in DECODERS],
     *[(node, dict(negative=torch.zeros(E)), rf"negative must be image embeddings \[batch, {E}\], got \({E},\): wire "

@@ -26,5 +26,5 @@ def test_node_entry_points_with_odd_tensors(comfy, run_node, node_models, shape,
     inputs = {"Kandinsky22MoVQEncode": dict(movq=mq, image=tensor),
               "Kandinsky22ImageEncode": dict(prior=prior_bundle, image=tensor),
               "Kandinsky22DepthHint": dict(depth_model=depth_model, image=tensor),
-              "Kandinsky22MoVQDecode": dict(movq=mq, latent={"samples": tensor, "kandinsky22": True})}[node]
+              "Kandinsky22MoVQDecode": dict(movq=mq, latent={"samples": tensor})}[node]
     runs_or_clear(run_node, node, error=comfy.kandinsky_core.KandinskyError, **inputs)  # the package's own copy

@@ -39,7 +39,7 @@ def test_an_interrupt_mid_decode_leaves_the_models_where_the_manager_expects(com
     import comfy.model_management as mm
 
     bridge = comfy.nodes.comfy_bridge
-    decoder, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    decoder, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
     embeds = torch.randn(1, E, generator=torch.Generator().manual_seed(0))
     inputs = dict(decoder=decoder, positive=embeds, negative=embeds * 0, width=64, height=64, steps=5,
                   guidance_scale=4.0, seed=7, scheduler="default", batch_size=1)
@@ -73,7 +73,7 @@ def test_models_whose_outputs_comfyui_dropped_are_unloaded_and_freed(comfy, run_
 
     bridge = comfy.nodes.comfy_bridge
     embeds = torch.zeros(1, E)
-    outputs = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")  # (decoder bundle, MoVQ)
+    outputs = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")  # (decoder bundle, MoVQ, MODEL, VAE)
     (latent,) = run_node("Kandinsky22Txt2Img", decoder=outputs[0], positive=embeds, negative=embeds, width=64,
                          height=64, steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1)
     run_node("Kandinsky22MoVQDecode", movq=outputs[1], latent=latent)
@@ -92,7 +92,7 @@ def test_models_whose_outputs_comfyui_dropped_are_unloaded_and_freed(comfy, run_
 
 def test_a_whole_graph_runs_with_the_network_cut(run_node, no_network):
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
-    decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
     (depth,) = run_node("Kandinsky22DepthLoader", model=DEPTH_ID)
     positive, negative = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="",
                                   guidance_scale=4.0, steps=2, seed=1, batch_size=1)

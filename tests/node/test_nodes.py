@@ -11,7 +11,8 @@ from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID
 # The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
 CONTRACT = {
     "Kandinsky22PriorLoader": (["model", "dtype", "image_encoder"], ("K22_PRIOR",)),
-    "Kandinsky22DecoderLoader": (["model", "dtype", "channels_last", "compile"], ("K22_DECODER", "K22_MOVQ")),
+    "Kandinsky22DecoderLoader": (["model", "dtype", "channels_last", "compile"],
+                                 ("K22_DECODER", "K22_MOVQ", "MODEL", "VAE")),
     "Kandinsky22PriorEncode": (["prior", "prompt", "negative_prompt", "guidance_scale", "steps", "seed",
                                 "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
     "Kandinsky22Txt2Img": (["decoder", "positive", "negative", "width", "height", "steps", "guidance_scale", "seed",
@@ -34,13 +35,14 @@ CONTRACT = {
                                       "guidance_scale", "seed", "scheduler"], ("LATENT",)),
     "Kandinsky22MoVQEncode": (["movq", "image"], ("LATENT",)),
     "Kandinsky22MoVQDecode": (["movq", "latent"], ("IMAGE",)),
+    "Kandinsky22Conditioning": (["positive", "negative", "hint"], ("CONDITIONING", "CONDITIONING")),
 }
 
 
 @pytest.fixture(scope="module")
 def loaded(run_node):
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
-    decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
     return prior, decoder, movq
 
 
@@ -105,7 +107,7 @@ def test_movq_encode_decode_round_trip(run_node, loaded):
     movq = loaded[2]
     image = torch.rand(2, 64, 128, 4)  # RGBA: alpha is dropped
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
-    assert latent["samples"].shape == (2, 4, 8, 16) and latent["kandinsky22"] is True
+    assert latent["samples"].shape == (2, 4, 8, 16)
     with torch.inference_mode():  # the loader ran under inference_mode, as in ComfyUI
         expected = movq.encode(image[..., :3].permute(0, 3, 1, 2) * 2 - 1).latents
     assert reference.max_diff(latent["samples"], expected) <= 1e-6
@@ -124,7 +126,7 @@ def loads(comfy, monkeypatch):
 
 def test_inpaint_budgets_memory_for_the_batch_of_a_plain_mask(run_node, loads):
     """A MASK may come as [H, W]: the memory estimate counts it as batch 1, not H."""
-    (inpaint, movq) = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
+    inpaint, movq, *_ = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
     embeds = torch.zeros(1, tiny_models.EMBED)
     for mask in (torch.ones(64, 64), torch.ones(1, 64, 64)):
@@ -146,12 +148,12 @@ def test_the_unet_is_budgeted_for_both_guidance_halves_of_the_whole_batch(run_no
     ("Kandinsky22Txt2Img", dict(steps=0)), ("Kandinsky22Txt2Img", dict(seed=-1)),
     ("Kandinsky22Txt2Img", dict(scheduler="nope")), ("Kandinsky22Txt2Img", dict(width=0)),
     ("Kandinsky22Img2Img", dict(strength=2.0)), ("Kandinsky22Img2Img", dict(positive=torch.zeros(3))),
-    ("Kandinsky22MoVQDecode", dict(latent={"samples": torch.zeros(1, 16, 8, 8), "kandinsky22": True})),
+    ("Kandinsky22MoVQDecode", dict(latent={"samples": torch.zeros(1, 16, 8, 8)})),
 ], ids=lambda x: x if isinstance(x, str) else "-".join(x))
 def test_a_bad_input_loads_no_model(run_node, loaded, loads, node, change):
     _, decoder, movq = loaded
     embeds = torch.zeros(1, tiny_models.EMBED)
-    latent = {"samples": torch.zeros(1, 4, 8, 8), "kandinsky22": True}
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
     sampler = dict(decoder=decoder, positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0,
                    scheduler="default")
     inputs = {"Kandinsky22Txt2Img": dict(sampler, width=64, height=64, batch_size=1),
@@ -179,6 +181,19 @@ def test_a_decoder_nodes_latent_is_a_copy_of_its_input_with_new_samples(run_node
     (two,) = run_node("Kandinsky22Img2Img", positive=torch.zeros(2, tiny_models.EMBED), **inputs)
     assert two["samples"].shape[0] == 2 and "batch_index" not in two and two["another_pack"] == "kept"
     assert two["kandinsky22_size"] == (50, 70)
+
+
+def test_image_to_image_repaints_only_a_latents_noise_mask(run_node, loaded):
+    """SetLatentNoiseMask's mask (1 = repaint) is honoured as KSampler honours it: the rest stays as it was."""
+    _, decoder, movq = loaded
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 128, 3))
+    mask = torch.zeros(1, 1, 64, 128)
+    mask[..., :64] = 1  # the left half
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    (out,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds, negative=embeds, strength=0.8, steps=3,
+                      guidance_scale=4.0, seed=0, scheduler="default", latent={**latent, "noise_mask": mask})
+    before, after = latent["samples"], out["samples"]
+    assert torch.equal(after[..., 8:], before[..., 8:]) and (after[..., :8] - before[..., :8]).abs().min() > 0
 
 
 def test_a_model_no_loader_made_is_a_clear_error(comfy, run_node, models_dir):
@@ -222,15 +237,22 @@ def test_movq_splits_a_batch_that_does_not_fit(run_node, loaded, comfy, monkeypa
     assert parts.shape == whole.shape == (3, 64, 128, 3) and reference.max_diff(parts, whole) <= 1e-5
 
 
-def test_sd_latent_is_a_clear_error(run_node, loaded):
-    sd_latent = {"samples": torch.zeros(1, 4, 8, 8)}  # what EmptyLatentImage gives
-    with pytest.raises(ValueError,
-                       match="Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent.*EmptyLatentImage"):
-        run_node("Kandinsky22MoVQDecode", movq=loaded[2], latent=sd_latent)
+def test_comfyuis_latents_work_in_the_packs_nodes(run_node, loaded):
+    """ComfyUI's latent nodes do not tell families apart: a bare LATENT (EmptyLatentImage's, KSampler's) works."""
+    _, decoder, movq = loaded
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
+    bare = {"samples": latent["samples"].clone()}
+    assert torch.equal(run_node("Kandinsky22MoVQDecode", movq=movq, latent=bare)[0],
+                       run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)[0])
+    embeds = torch.zeros(1, tiny_models.EMBED)
+    inputs = dict(decoder=decoder, positive=embeds, negative=embeds, strength=0.5, steps=2, guidance_scale=4.0,
+                  seed=0, scheduler="default")
+    assert torch.equal(run_node("Kandinsky22Img2Img", latent=bare, **inputs)[0]["samples"],
+                       run_node("Kandinsky22Img2Img", latent=latent, **inputs)[0]["samples"])
 
 
 def test_wrong_decoder_kind_is_a_clear_error(run_node, loaded):
-    (inpaint, _) = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
+    inpaint, *_ = run_node("Kandinsky22DecoderLoader", model=INPAINT_ID, dtype="fp32")
     embeds = torch.zeros(1, tiny_models.EMBED)
     with pytest.raises(ValueError, match=f"Kandinsky22Txt2Img: decoder is the inpaint decoder but this node needs the "
                                          f"text2img decoder: load '{DECODER_ID}' \\(the folder "
@@ -270,7 +292,7 @@ def test_bad_inputs_name_the_node_and_input(run_node, loaded, node, inputs, mess
 ])
 def test_every_decoder_node_names_the_decoder_it_needs(run_node, loaded, node, kind, needs):
     hub = {"text2img": DECODER_ID, "controlnet": CONTROLNET_ID}[kind]
-    decoder, movq = run_node("Kandinsky22DecoderLoader", model=hub, dtype="auto")
+    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=hub, dtype="auto")
     embeds = torch.zeros(1, tiny_models.EMBED)
     latent = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))[0]
     inputs = dict(decoder=decoder, positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0,
@@ -283,7 +305,7 @@ def test_every_decoder_node_names_the_decoder_it_needs(run_node, loaded, node, k
 
 
 def test_hints_and_pictures_of_other_sizes_are_resized(run_node):
-    decoder, movq = run_node("Kandinsky22DecoderLoader", model=CONTROLNET_ID, dtype="auto")
+    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=CONTROLNET_ID, dtype="auto")
     embeds = torch.zeros(1, tiny_models.EMBED)
     (latent,) = run_node("Kandinsky22ControlNet", decoder=decoder, positive=embeds, negative=embeds,
                          hint=torch.rand(1, 50, 90, 3), width=128, height=64, steps=1, guidance_scale=4.0, seed=0,
@@ -315,7 +337,7 @@ def test_sdpa_attention_is_the_default_and_channels_last_keeps_the_pixels(run_no
     prior, decoder, movq = loaded
     processors = {type(p).__name__ for p in decoder.unet.attn_processors.values()}
     assert processors and all(name.endswith("2_0") for name in processors), processors  # SDPA
-    fast, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto", channels_last=True)
+    fast, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto", channels_last=True)
     embeds = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="", guidance_scale=4.0,
                       steps=2, seed=1, batch_size=1)
     latents = [run_node("Kandinsky22Txt2Img", decoder=d, positive=embeds[0], negative=embeds[1], width=64, height=64,
@@ -370,7 +392,7 @@ def test_latents_are_float32_and_never_views_of_an_input(run_node, loaded):
     gives a copy, so an in-place edit downstream cannot reach the input's cached LATENT."""
     embeds = torch.zeros(1, tiny_models.EMBED)
     for dtype in ("fp16", "fp32"):
-        decoder, movq = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype=dtype)
+        decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype=dtype)
         (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=torch.rand(1, 64, 64, 3))
         (same,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds, negative=embeds, latent=latent,
                            strength=0.0, steps=2, guidance_scale=4.0, seed=0, scheduler="default")

@@ -45,7 +45,7 @@ def common(seed, steps=5):
 
 
 def test_img2img(run_node, loaded, embeds, models_dir):
-    decoder, movq = loaded["text2img"]
+    decoder, movq, *_ = loaded["text2img"]
     image = picture(1)
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=as_image(image))
     (out,) = run_node("Kandinsky22Img2Img", decoder=decoder, positive=embeds[0], negative=embeds[1], latent=latent,
@@ -56,7 +56,7 @@ def test_img2img(run_node, loaded, embeds, models_dir):
 
 
 def test_inpaint(run_node, loaded, embeds, models_dir):
-    decoder, movq = loaded["inpaint"]
+    decoder, movq, *_ = loaded["inpaint"]
     image = picture(2)
     mask = torch.zeros(1, SIZE, SIZE)
     mask[:, 10:40, 20:50] = 1  # repaint, as ComfyUI's MASK
@@ -72,7 +72,7 @@ def test_inpaint(run_node, loaded, embeds, models_dir):
 
 
 def test_inpaint_warns_when_the_mask_repaints_nothing(run_node, loaded, embeds, caplog):
-    decoder, movq = loaded["inpaint"]
+    decoder, movq, *_ = loaded["inpaint"]
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=as_image(picture(2)))
     run_node("Kandinsky22Inpaint", decoder=decoder, positive=embeds[0], negative=embeds[1], latent=latent,
              mask=torch.zeros(SIZE, SIZE), **common(4, 1))
@@ -98,7 +98,7 @@ def hint(run_node, depth_dir):
 
 
 def test_controlnet_depth(run_node, loaded, embeds, hint, models_dir):
-    decoder, movq = loaded["controlnet"]
+    decoder, movq, *_ = loaded["controlnet"]
     (out,) = run_node("Kandinsky22ControlNet", decoder=decoder, positive=embeds[0], negative=embeds[1], hint=hint[0],
                       width=SIZE, height=SIZE, **common(6), batch_size=1)
     expected = reference.decoder_pipeline(models_dir, "controlnet", *embeds[2:], seed=6, hint=hint[1],
@@ -107,7 +107,7 @@ def test_controlnet_depth(run_node, loaded, embeds, hint, models_dir):
 
 
 def test_controlnet_img2img_with_prior_emb2emb(run_node, loaded, hint, models_dir):
-    decoder, movq = loaded["controlnet"]
+    decoder, movq, *_ = loaded["controlnet"]
     image = picture(3)
 
     def emb2emb(prompt, strength):
@@ -170,7 +170,7 @@ def test_interpolate_texts_and_images(run_node, loaded, models_dir):
                                                               num_inference_steps=5, generator=reference.generator(9))
     assert reference.max_diff(mixed, ref.image_embeds) <= 1e-4
     assert reference.max_diff(negative, ref.negative_image_embeds) <= 1e-4
-    decoder, movq = loaded["text2img"]
+    decoder, movq, *_ = loaded["text2img"]
     (out,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=mixed, negative=negative, width=SIZE,
                       height=SIZE, **common(10), batch_size=1)
     expected = reference.decoder_pipeline(models_dir, "text2img", ref.image_embeds, ref.negative_image_embeds, seed=10,
