@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..kandinsky_core import KandinskyError, sampling
 from ..kandinsky_core.errors import describe
 from ..kandinsky_core.loading import CONTROLNET, INPAINT, DecoderBundle
-from ..kandinsky_core.movq import downscale
+from ..kandinsky_core.movq import check_latents, downscale
 from . import comfy_bridge as bridge
 from . import inputs
 
@@ -119,7 +119,11 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
         self.width = decoder.unet.config.encoder_hid_dim  # of the image embeddings
 
     def extra_conds(self, **kwargs):
-        which = kwargs.get("prompt_type", "the")
+        which, channels = kwargs.get("prompt_type", "the"), kwargs["noise"].shape[1]
+        if channels != self.latent_format.latent_channels:
+            raise KandinskyError(f"{MODEL}: the latent has {channels} channels but Kandinsky 2.2 takes "
+                                 f"{self.latent_format.latent_channels}: start from EmptyLatentImage, or encode the "
+                                 f"picture with the Decoder Loader's VAE.")
         if ONLY_KEY not in kwargs.get("model_conds", {}):
             raise KandinskyError(f"{MODEL}: the {which} conditioning is not Kandinsky 2.2's (text conditioning from "
                                  f"CLIPTextEncode, say): {NOT_OURS}.")
@@ -183,6 +187,7 @@ class MoVQCoder(torch.nn.Module):
         return self.movq.encode(x).latents
 
     def decode(self, z, **kwargs):
+        check_latents(z, self.movq.config.latent_channels, "the Kandinsky 2.2 VAE (MoVQ)")
         return self.movq.decode(z, force_not_quantize=True).sample
 
 

@@ -59,3 +59,31 @@ def max_diff(a, b) -> float:
     a, b = (np.asarray(x.detach().float() if isinstance(x, torch.Tensor) else x) for x in (a, b))
     assert a.shape == b.shape, (a.shape, b.shape)
     return float(np.abs(a - b).max())
+
+
+def schedule_sigmas(models_dir, kind: str = "text2img") -> torch.Tensor:
+    """sqrt((1 - alphas_cumprod) / alphas_cumprod) of the decoder's own scheduler config, in diffusers' reading."""
+    scheduler = diffusers.DDPMScheduler.from_pretrained(f"{models_dir}/{NAMES[kind]}", subfolder="scheduler")
+    cumprod = scheduler.alphas_cumprod.double()
+    return ((1 - cumprod) / cumprod).sqrt()
+
+
+@torch.no_grad()
+def euler(models_dir, positive, negative, noise, steps: int, cfg: float, kind: str = "text2img") -> torch.Tensor:
+    """The diffusers UNet driven by Euler's update over ComfyUI's "normal" sigmas of the decoder's schedule
+    (timesteps evenly spaced from the last to the first, log-sigma interpolated between table entries, then 0), from
+    ``noise`` scaled to the first sigma, with classifier-free guidance on the noise prediction."""
+    log_table = schedule_sigmas(models_dir, kind).log().float()
+    times = torch.linspace(len(log_table) - 1, 0, steps, dtype=torch.float64)
+    low, high = times.floor().long(), times.ceil().long()
+    weight = (times - low).float()
+    sigmas = [*((1 - weight) * log_table[low] + weight * log_table[high]).exp().tolist(), 0.0]
+    unet = pipeline(models_dir, kind).unet
+    x = noise * (1 + sigmas[0] ** 2) ** 0.5
+    for sigma, following in zip(sigmas, sigmas[1:]):
+        t = (log_table - np.log(sigma)).abs().argmin().float()  # the nearest step of the table, as ComfyUI's
+        scaled = x / (sigma ** 2 + 1) ** 0.5
+        uncond, cond = (unet(scaled, t, encoder_hidden_states=None, added_cond_kwargs={"image_embeds": e}).sample[:, :4]
+                        for e in (negative, positive))
+        x = x + (uncond + cfg * (cond - uncond)) * (following - sigma)
+    return x
