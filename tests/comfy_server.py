@@ -183,6 +183,7 @@ class ComfyServer:
         finally:
             ws.close()
 
-    def images(self, entry: dict) -> list[Path]:
-        return [self.output_dir / img.get("subfolder", "") / img["filename"]
-                for out in entry["outputs"].values() for img in out.get("images", [])]
+    def images(self, entry: dict, kind: str = "images") -> list[Path]:
+        """The files a run saved: its images, or with ``kind="latents"`` SaveLatent's files (in node id order)."""
+        return [self.output_dir / item.get("subfolder", "") / item["filename"]
+                for _, out in sorted(entry["outputs"].items()) for item in out.get(kind, [])]

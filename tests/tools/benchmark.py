@@ -8,12 +8,15 @@ Not a test (pytest does not collect tests/tools). Both sides load the same model
 first alternates by round), and give the median and min-max over the rounds; the memory rows run each side in its own
 fresh process, since a peak RSS cannot be reset. Sizes: tiny (tests/tiny_models.py: overhead), mid (a 110M-parameter
 random decoder that dominates on a CPU at 256 px), real (random weights of the real Kandinsky 2.2 configs at 768 px,
-fp16: meant for a GPU; they take about 10 GB of disk).
+fp16: meant for a GPU; they take about 10 GB of disk). One more table sets the graph's ComfyUI-native path
+(Kandinsky 2.2 Conditioning, KSampler and VAEDecode on the decoder loader's MODEL and VAE) against its Text to Image
+and MoVQ Decode nodes, the two graphs interleaved in the same executor.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import gc
 import json
 import os
@@ -23,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -190,16 +194,26 @@ class Graph:
 
         comfy.utils.set_progress_bar_global_hook(progress)
         logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's "Requested to load ..." lines
+        comfy.utils.set_progress_bar_enabled(False)  # KSampler's console bar (the hook above still runs)
         self.executor = execution.PromptExecutor(self.server)
         self.px, self.settings = PX[size], {}
 
-    def graph(self, seed, scheduler="default", steps=STEPS):
+    def graph(self, seed, scheduler="default", steps=STEPS, ksampler=False):
         g = copy.deepcopy(WORKFLOW)
         g["1"]["inputs"]["dtype"] = DTYPE
         g["2"]["inputs"].update(dtype=DTYPE, **self.settings)
         g["3"]["inputs"].update(steps=PRIOR_STEPS, guidance_scale=GUIDANCE)
         g["4"]["inputs"].update(width=self.px, height=self.px, steps=steps, seed=seed, scheduler=scheduler,
                                 guidance_scale=GUIDANCE)
+        if ksampler:  # the ComfyUI-native path in nodes 4 and 5: the loader's MODEL and VAE, the sampler named as
+            # the scheduler, its "normal" schedule
+            g["7"] = {"class_type": "Kandinsky22Conditioning", "inputs": {"positive": ["3", 0], "negative": ["3", 1]}}
+            g["8"] = {"class_type": "EmptyLatentImage",
+                      "inputs": {"width": self.px, "height": self.px, "batch_size": 1}}
+            g["4"] = {"class_type": "KSampler", "inputs": {
+                "model": ["2", 2], "positive": ["7", 0], "negative": ["7", 1], "latent_image": ["8", 0], "seed": seed,
+                "steps": steps, "cfg": GUIDANCE, "sampler_name": scheduler, "scheduler": "normal", "denoise": 1.0}}
+            g["5"] = {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["2", 3]}}
         return g
 
     def run(self, graph, outputs=None) -> list[str]:
@@ -220,8 +234,8 @@ class Graph:
     def load(self):
         self.run(self.graph(0), outputs=["1", "2"])
 
-    def image(self, seed, scheduler="default", steps=STEPS, prior=False):
-        executed = self.run(self.graph(seed, scheduler, steps))
+    def image(self, seed, scheduler="default", steps=STEPS, prior=False, ksampler=False):
+        executed = self.run(self.graph(seed, scheduler, steps, ksampler))
         if "4" not in executed or ("3" in executed) != prior:  # the prior runs after a load, else comes cached
             raise RuntimeError(f"expected the decoder{' and the prior' * prior} to run, ran nodes {executed}")
 
@@ -418,6 +432,9 @@ def main() -> None:
 
     from kandinsky_core.schedulers import NAMES
 
+    ksampler = types.SimpleNamespace(name="ksampler", image=functools.partial(graph.image, ksampler=True))
+    ksampler.image(1, scheduler="euler", steps=2)  # warm-up, untimed: ComfyUI's sampling and VAE code
+
     options = ["channels_last"] + ["compile"] * CUDA  # torch.compile only on CUDA (loading.speed_up)
     load = "cold start: load the models (loader nodes / from_pretrained)"
     first = "first image after the load: prior + decoder + MoVQ + PNG"
@@ -427,13 +444,17 @@ def main() -> None:
     work += [(f"scheduler {n}, {FEW_STEPS} steps", "image", {"scheduler": n, "steps": FEW_STEPS})
              for n in NAMES if n != "default"]
     work += [(f"{o}, {STEPS} steps", o, {}) for o in options]
+    work += [(f"KSampler (euler, normal) + VAEDecode vs Text to Image (scheduler euler) + MoVQ Decode, {FEW_STEPS} "
+              "steps, prior cached, each with its PNG", "image", {"scheduler": "euler", "steps": FEW_STEPS},
+              (ksampler, graph))]  # a row's own two sides, else the graph and diffusers
     rows, seed = {load: {}, first: {}, both: {}}, 100
     for r in range(args.rounds):
         order = (graph, diff) if r % 2 == 0 else (diff, graph)
         print(f"round {r + 1}/{args.rounds}", flush=True)
-        for row, what, kwargs in work:
+        for row, what, kwargs, *pair in work:
             seed += 1
-            for s in order:
+            sides = pair[0] if pair else (graph, diff)
+            for s in (sides if r % 2 == 0 else sides[::-1]):
                 done = rows.setdefault(row, {}).setdefault(s.name, [])
                 if isinstance(done, str):
                     continue
@@ -474,6 +495,8 @@ def report(args, rows, same) -> None:
     print("| measure | graph: median (min-max) | diffusers: median (min-max) | graph / diffusers |")
     print("|---|---|---|---|")
     for row, sides in rows.items():
+        if "ksampler" in sides:
+            continue
         unit = "MiB" if "RSS" in row or "memory" in row else "s"
         g, d = sides.get("graph", "-"), sides.get("diffusers", "-")
         growth = "kept after" in row  # a few MiB either way, the sign by chance: no ratio
@@ -483,6 +506,15 @@ def report(args, rows, same) -> None:
     if not CUDA:
         print("| torch.compile | not run: CUDA only | not run | - |")
         print("| --lowvram / enable_model_cpu_offload | not run: GPU only | not run | - |")
+    native = {row: sides for row, sides in rows.items() if "ksampler" in sides}
+    if native:
+        print("\n| graph, both paths | KSampler path: median (min-max) | Text to Image path: median (min-max) | "
+              "KSampler / Text to Image, per round: median (min-max) |\n|---|---|---|---|")
+    for row, sides in native.items():
+        k, g = sides["ksampler"], sides["graph"]
+        ratios = [a / b for a, b in zip(k, g)]
+        print(f"| {row} | {cell(k, 's')} | {cell(g, 's')} | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 if __name__ == "__main__":
