@@ -65,11 +65,15 @@ def turned_down(graph: dict, size: int = 64, steps: int = 2) -> dict:
 
 
 def graph(name: str, **decoder_inputs) -> dict:
-    """The shipped API workflow ``name``, turned down to 3 steps, with these inputs of its decoder node."""
+    """The shipped API workflow ``name``, turned down to 3 steps, with these inputs of its decoder node (the node
+    with a scheduler: a Kandinsky 2.2 decoder node, or KSampler); an input that KSampler lacks goes to the node that
+    has it (width and height to EmptyLatentImage)."""
     g = turned_down(json.loads((WORKFLOWS / "api" / f"{name}.json").read_text()), steps=3)
-    decoder_node = next(n for n in g.values()
-                        if n["class_type"].startswith("Kandinsky22") and "scheduler" in n["inputs"])
-    decoder_node["inputs"].update(decoder_inputs)
+    decoder_node = next(n for n in g.values() if "scheduler" in n["inputs"])
+    for key, value in decoder_inputs.items():
+        holder = decoder_node if key in decoder_node["inputs"] else next(
+            (n for n in g.values() if key in n["inputs"]), decoder_node)
+        holder["inputs"][key] = value
     return g
 
 
@@ -78,6 +82,17 @@ def txt2img_graph(width=64, height=128, prior_steps=5, steps=4, seed=42, batch_s
     g = json.loads((WORKFLOWS / "api" / "txt2img.json").read_text())
     g["3"]["inputs"].update(steps=prior_steps, batch_size=batch_size)
     g["4"]["inputs"].update(width=width, height=height, steps=steps, seed=seed)
+    return g
+
+
+def failing(g: dict) -> dict:
+    """The txt2img graph ``g`` made to fail at run time (a clear error of Kandinsky22Img2Img): its MoVQ Decode takes
+    Image to Image's latents from an EmptyLatentImage off the decoder's grid."""
+    g["7"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 72, "height": 72, "batch_size": 1}}
+    g["8"] = {"class_type": "Kandinsky22Img2Img", "inputs": {
+        "decoder": ["2", 0], "positive": ["3", 0], "negative": ["3", 1], "latent": ["7", 0], "strength": 0.5,
+        "steps": 2, "guidance_scale": 4.0, "seed": 0, "scheduler": "default"}}
+    g["5"]["inputs"]["latent"] = ["8", 0]
     return g
 
 

@@ -15,6 +15,11 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 FRONTEND_ONLY = ("Note", "Reroute", "PrimitiveNode")  # nodes of the web page alone; /object_info does not list them
 EXTRA_VALUES = {"control_after_generate": "fixed", "upload": "image"}  # seeds ship fixed: a rerun repeats the picture
+# Widgets that ComfyUI added after 2024-03 (the oldest ComfyUI this package runs in), by node. The UI files leave them
+# out, and a page that has them gives them their default, as it does any widget a saved workflow lacks, so one file
+# is the same graph in both. They must be their node's last widgets (widgets_values is read by position), and an API
+# file holds them at that default: today's server wants every required input, 2024-03's drops one it does not declare.
+NEWER_WIDGETS = {"InpaintModelConditioning": ("noise_mask",)}
 
 DESCRIPTIONS = {
     "txt2img": "Text to image: Prior Encode turns the prompt into a CLIP image embedding, Text to Image paints "
@@ -29,6 +34,13 @@ DESCRIPTIONS = {
                           "ControlNet decoder repaints the picture at strength 0.5 along its depth.",
     "interpolate": "Interpolation: Embeds Mix blends the embeddings of a text (0.3) and two pictures (0.3, 0.4) and "
                    "Text to Image paints the blend at 768x768.",
+    "ksampler_txt2img": "Text to image with ComfyUI's own KSampler: Kandinsky 2.2 Conditioning turns Prior Encode's "
+                        "embeddings into CONDITIONING, KSampler paints 768x768 latents with the Decoder Loader's "
+                        "MODEL (euler, normal, 50 steps, cfg 4; any sampler and scheduler work) and VAE Decode "
+                        "turns them into the picture with the Decoder Loader's VAE.",
+    "ksampler_inpaint": "Inpainting with ComfyUI's own KSampler: InpaintModelConditioning hands the inpaint decoder's "
+                        "MODEL the picture and the transparent hole (LoadImage's MASK), and KSampler (euler, normal, "
+                        "50 steps, cfg 4) repaints the hole; its noise mask keeps the rest as it is.",
 }
 
 
@@ -60,6 +72,16 @@ def widgets(info: dict) -> list[tuple[str, list | None]]:
     return out
 
 
+def saved_widgets(info: dict) -> list[tuple[str, list | None]]:
+    """widgets(info) less the NEWER_WIDGETS: those a UI file holds values of, in widgets_values order."""
+    newer = NEWER_WIDGETS.get(info["name"], ())
+    out = widgets(info)
+    kept = [(name, spec) for name, spec in out if name not in newer]
+    if out[len(kept):] != [(name, spec) for name, spec in out if name in newer]:
+        raise ValueError(f"{info['name']}: the newer widgets {list(newer)} are not its last ones")
+    return kept
+
+
 def sockets(info: dict) -> list[tuple[str, str]]:
     """(name, type) of a node's link inputs, in slot order."""
     return [(name, spec[0]) for name, spec in declared_inputs(info) if not is_widget(spec)]
@@ -75,12 +97,15 @@ def default(spec: list):
 
 
 def with_defaults(api: dict, object_info: dict) -> dict:
-    """API graph ``api`` as the page sends it: every widget input present, those it leaves out at their default."""
+    """API graph ``api`` as the page sends it: every widget input present, those it leaves out at their default,
+    and none that the node does not declare (a newer widget in an older ComfyUI)."""
     full = {}
     for key, node in api.items():
         info = object_info[node["class_type"]]
         values = {name: default(spec) for name, spec in widgets(info) if spec is not None}
-        full[key] = {"class_type": node["class_type"], "inputs": {**values, **node["inputs"]}}
+        declared = {name for name, _ in declared_inputs(info)}
+        full[key] = {"class_type": node["class_type"],
+                     "inputs": {**values, **{k: v for k, v in node["inputs"].items() if k in declared}}}
     return full
 
 
@@ -99,11 +124,12 @@ def note_text(name: str, api: dict) -> str:
 def node_size(info: dict, values: list) -> list[int]:
     """A size close to what the frontend computes (it grows a node that is too small, never shrinks one), wide
     enough to show a hub id in full."""
-    specs = [s for _, s in widgets(info) if s]
+    specs = [s for _, s in saved_widgets(info) if s]
     text = any(s[0] == "STRING" for s in specs)
     multiline = sum(1 for s in specs if s[0] == "STRING" and options(s).get("multiline"))
     shows_picture = info.get("output_node") or any(options(s).get("image_upload") for s in specs)
-    height = 20 * max(len(sockets(info)), len(info["output"]), 1) + 24 * len(widgets(info)) + 100 * multiline + 14
+    rows = len(saved_widgets(info)) + len(NEWER_WIDGETS.get(info["name"], ()))  # room for them in any ComfyUI
+    height = 20 * max(len(sockets(info)), len(info["output"]), 1) + 24 * rows + 100 * multiline + 14
     longest = max((len(v) for v in values if isinstance(v, str) and "\n" not in v), default=0)
     width = 400 if text or shows_picture else max(320, 7 * longest + 120)
     return [width, height + (320 if shows_picture else 0)]
@@ -113,9 +139,15 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
     """The UI-format graph of API graph ``api``: same node ids, links and widget values, laid out left to right
     (a column per link depth) with a Note saying what it does and what it needs."""
     for node in api.values():
-        unknown = set(node["inputs"]) - {n for n, _ in declared_inputs(object_info[node["class_type"]])}
+        info = object_info[node["class_type"]]
+        newer = NEWER_WIDGETS.get(node["class_type"], ())
+        unknown = set(node["inputs"]) - {n for n, _ in declared_inputs(info)} - set(newer)
         if unknown:
             raise ValueError(f"{name}: {node['class_type']} has no inputs {sorted(unknown)}")
+        for widget_name, spec in widgets(info):  # a UI file leaves these out: the page gives them their default
+            if widget_name in newer and node["inputs"].get(widget_name, default(spec)) != default(spec):
+                raise ValueError(f"{name}: {node['class_type']}.{widget_name} must be at its default, "
+                                 f"{default(spec)!r}: UI files leave it out for the 2024-03 ComfyUI")
 
     depth: dict[str, int] = {}
 
@@ -144,7 +176,7 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
                 out_links.setdefault((int(source[0]), source[1]), []).append(link)
             inputs.append({"name": input_name, "type": input_type, "link": link})
         values = []
-        for widget_name, spec in widgets(info):
+        for widget_name, spec in saved_widgets(info):
             value = EXTRA_VALUES[widget_name] if spec is None else node["inputs"].get(widget_name, default(spec))
             if isinstance(value, list):
                 raise ValueError(f"{name}: {node['class_type']}.{widget_name} is a link; widget inputs hold values")

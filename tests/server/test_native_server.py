@@ -13,7 +13,7 @@ PROMPT = dict(prompt="a red fox", negative_prompt="blurry", guidance_scale=4.0, 
 # UNet is a clear error; the rest run. Those the running ComfyUI has are tried.
 PATCHES = {"FreeU": False, "FreeU_V2": False, "SelfAttentionGuidance": False, "PerturbedAttentionGuidance": False,
            "HyperTile": False, "TomePatchModel": False, "RescaleCFG": True, "ModelSamplingDiscrete": True,
-           "DifferentialDiffusion": True, "CFGZeroStar": True}
+           "DifferentialDiffusion": True, "CFGZeroStar": True, "PerpNeg": True}
 
 
 def ksampler_graph(decoder=DECODER_ID, side=64, steps=2, seed=3, sampler="euler", scheduler="normal", denoise=1.0,
@@ -124,7 +124,8 @@ def test_inpaint_keeps_what_the_mask_keeps(server, how):
                                                              "y": 0, "operation": "add"}}  # repaint the left half
     if how == "InpaintModelConditioning":
         graph["27"] = {"class_type": how, "inputs": {"positive": ["4", 0], "negative": ["4", 1], "vae": ["2", 3],
-                                                     "pixels": ["12", 0], "mask": ["26", 0]}}
+                                                     "pixels": ["12", 0], "mask": ["26", 0],
+                                                     "noise_mask": True}}  # today's input; the 2024-03 one drops it
         graph["6"]["inputs"].update(positive=["27", 0], negative=["27", 1], latent_image=["27", 2])
     else:
         graph["27"] = {"class_type": how, "inputs": {"samples": ["13", 0], "mask": ["26", 0]}}
@@ -155,8 +156,9 @@ def test_model_patches_run_or_are_clear_errors_and_the_server_goes_on(server, ob
     assert {"FreeU", "FreeU_V2", "SelfAttentionGuidance", "RescaleCFG", "ModelSamplingDiscrete"} <= object_info.keys()
     for node in PATCHES.keys() & object_info.keys():
         graph = ksampler_graph()
-        inputs = {name: ["2", 2] if spec[0] == "MODEL" else spec[1]["default"] if "default" in spec[-1] else
-                  spec[0][0] for name, spec in object_info[node]["input"]["required"].items()}
+        links = {"MODEL": ["2", 2], "CONDITIONING": ["4", 1]}
+        inputs = {name: links[spec[0]] if str(spec[0]) in links else spec[1]["default"] if "default" in spec[-1]
+                  else spec[0][0] for name, spec in object_info[node]["input"]["required"].items()}
         graph["20"] = {"class_type": node, "inputs": inputs}
         graph["6"]["inputs"]["model"] = ["20", 0]
         if PATCHES[node]:
@@ -164,3 +166,50 @@ def test_model_patches_run_or_are_clear_errors_and_the_server_goes_on(server, ob
         else:
             assert "carries ComfyUI UNet patches" in error_of(server, graph), node
         succeeded(server, ksampler_graph(seed=4))
+
+
+def test_comfyuis_other_sampler_nodes_run(server, object_info):
+    """KSamplerAdvanced, SamplerCustom and (in today's ComfyUI) SamplerCustomAdvanced with its guiders."""
+    base = {k: v for k, v in ksampler_graph().items() if k != "6"}
+    k = ksampler_graph()["6"]["inputs"]
+    schedule = {"sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["2", 2], "scheduler": "normal",
+                                                                      "steps": 2, "denoise": 1.0}},
+                "select": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}}}
+    runs = {"KSamplerAdvanced": {"class_type": "KSamplerAdvanced", "inputs": {
+                "model": k["model"], "add_noise": "enable", "noise_seed": 1, "steps": 2, "cfg": 4.0,
+                "sampler_name": "euler", "scheduler": "normal", "positive": k["positive"], "negative": k["negative"],
+                "latent_image": k["latent_image"], "start_at_step": 0, "end_at_step": 10000,
+                "return_with_leftover_noise": "disable"}},
+            "SamplerCustom": {"class_type": "SamplerCustom", "inputs": {
+                "model": k["model"], "add_noise": True, "noise_seed": 1, "cfg": 4.0, "positive": k["positive"],
+                "negative": k["negative"], "sampler": ["select", 0], "sigmas": ["sigmas", 0],
+                "latent_image": k["latent_image"]}}}
+    guiders = {"CFGGuider": {"model": ["2", 2], "positive": ["4", 0], "negative": ["4", 1], "cfg": 4.0},
+               "BasicGuider": {"model": ["2", 2], "conditioning": ["4", 0]},
+               "PerpNegGuider": {"model": ["2", 2], "positive": ["4", 0], "negative": ["4", 1],
+                                 "empty_conditioning": ["4", 1], "cfg": 4.0, "neg_scale": 1.0}}
+    if "SamplerCustomAdvanced" in object_info:  # today's ComfyUI
+        assert guiders.keys() <= object_info.keys()
+        for guider, inputs in guiders.items():
+            runs[guider] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+                "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["select", 0], "sigmas": ["sigmas", 0],
+                "latent_image": k["latent_image"]}}
+    for name, sampler in runs.items():
+        graph = {**base, **schedule, "6": sampler}
+        if name in guiders:
+            graph["noise"] = {"class_type": "RandomNoise", "inputs": {"noise_seed": 1}}
+            graph["guider"] = {"class_type": name, "inputs": guiders[name]}
+        assert latents(server, succeeded(server, graph)).shape == (1, 4, 8, 8), name
+
+
+@pytest.mark.parametrize("decode", ["Kandinsky22MoVQDecode", "VAEDecode"])
+def test_latents_of_another_channel_count_are_a_clear_error(server, decode):
+    graph = ksampler_graph()
+    graph["5"] = {"class_type": "StableCascade_EmptyLatentImage", "inputs": {  # 16 channels in its first output
+        "width": 256, "height": 256, "compression": 32, "batch_size": 1}}
+    graph["8"]["class_type"] = decode
+    graph["8"]["inputs"] = {"samples": ["5", 0], "vae": ["2", 3]} if decode == "VAEDecode" else {
+        "latent": ["5", 0], "movq": ["2", 1]}
+    graph = {k: v for k, v in graph.items() if k not in "67"}
+    assert "latent has shape (1, 16, 8, 8) but" in error_of(server, graph)
+    succeeded(server, ksampler_graph(seed=5))

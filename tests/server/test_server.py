@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 import reference
-from helpers import as_saved, saved_pixels, txt2img_graph
+from helpers import as_saved, failing, saved_pixels, txt2img_graph
 
 
 def test_txt2img_in_comfyui_gives_the_diffusers_pixels(server, models_dir):
@@ -30,13 +30,10 @@ def test_unknown_model_is_rejected_before_anything_runs(server):
     assert "Kandinsky22DecoderLoader" in details and "missing-decoder" in details and "searched" in details
 
 
-def test_sd_latent_is_a_clear_error_and_the_server_goes_on(server):
-    graph = txt2img_graph()
-    graph["7"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
-    graph["5"]["inputs"]["latent"] = ["7", 0]
-    entry = server.run(graph)
+def test_a_run_time_error_is_clear_and_the_server_goes_on(server):
+    entry = server.run(failing(txt2img_graph()))
     assert entry["status"]["status_str"] == "error"
     errors = [m for m in entry["status"]["messages"] if m[0] == "execution_error"]
-    assert "Kandinsky22MoVQDecode: latent is not a Kandinsky 2.2 latent" in errors[0][1]["exception_message"]
+    assert "Kandinsky22Img2Img: latent is 9x9 but this decoder needs" in errors[0][1]["exception_message"]
     entry = server.run(txt2img_graph(seed=3))
     assert entry["status"]["status_str"] == "success" and len(server.images(entry)) == 1

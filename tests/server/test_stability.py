@@ -6,7 +6,7 @@ import numpy as np
 import psutil
 
 import reference
-from helpers import as_saved, graph, saved_pixels
+from helpers import as_saved, failing, graph, saved_pixels
 
 
 def test_after_cancel_and_error_the_next_prompt_gives_a_fresh_servers_pixels(server, models_dir):
@@ -16,10 +16,7 @@ def test_after_cancel_and_error_the_next_prompt_gives_a_fresh_servers_pixels(ser
 
     long = graph("txt2img", steps=999, width=256, height=256, seed=601)
     assert server.run_watched(long, on_message=cancel_at_third_step)[-1]["type"] == "execution_interrupted"
-    broken = graph("txt2img", seed=602)
-    broken["7"] = {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
-    broken["5"]["inputs"]["latent"] = ["7", 0]
-    assert server.run(broken)["status"]["status_str"] == "error"
+    assert server.run(failing(graph("txt2img", seed=602)))["status"]["status_str"] == "error"
     # A fresh server gives diffusers' pixels (test_server.py), so compare with diffusers.
     g = graph("txt2img", steps=4, seed=603)
     entry = server.run(g)

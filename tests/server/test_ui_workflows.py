@@ -4,11 +4,12 @@ import json
 import re
 
 import pytest
-from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, WORKFLOWS, api_files, dumps, generated, sockets, widgets,
-                          with_defaults)
+from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, WORKFLOWS, api_files, default, dumps, generated, saved_widgets,
+                          sockets, widgets, with_defaults)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
-SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate"}
+SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate", "ksampler_txt2img",
+         "ksampler_inpaint"}
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_widget_values_as_the_nodes_declare_them(object_info, path):
     for node in nodes.values():
         if node["type"] in FRONTEND_ONLY:
             continue
-        declared, values = widgets(object_info[node["type"]]), node["widgets_values"]
+        declared, values = saved_widgets(object_info[node["type"]]), node["widgets_values"]
         where = f"{path.name}: {node['type']} (node {node['id']})"
         assert len(values) == len(declared), f"{where}: widgets {[n for n, _ in declared]}, values {values}"
         for (name, spec), value in zip(declared, values):
@@ -76,14 +77,17 @@ def test_widget_values_as_the_nodes_declare_them(object_info, path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_ui_graph_is_the_api_graph(object_info, path):
-    """Read back as the page sends it (widget values by name, links as [node, slot]), the UI file is its API file."""
+    """Read back as the page sends it (widget values by name, those the file leaves out at their default, links as
+    [node, slot]), the UI file is its API file."""
     ui, nodes = load(path)
     graph = {}
     for node in ui["nodes"]:
         if node["type"] not in FRONTEND_ONLY:
-            named = zip(widgets(object_info[node["type"]]), node["widgets_values"])
-            graph[str(node["id"])] = {"class_type": node["type"],
-                                      "inputs": {name: value for (name, spec), value in named if spec is not None}}
+            info = object_info[node["type"]]
+            inputs = {name: default(spec) for name, spec in widgets(info) if spec is not None}
+            named = zip(saved_widgets(info), node["widgets_values"])
+            inputs.update({name: value for (name, spec), value in named if spec is not None})
+            graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     for _, source, source_slot, target, target_slot, _ in ui["links"]:
         graph[str(target)]["inputs"][nodes[target]["inputs"][target_slot]["name"]] = [str(source), source_slot]
     api = json.loads((WORKFLOWS / "api" / path.name).read_text())

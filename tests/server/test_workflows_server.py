@@ -13,7 +13,7 @@ API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 
 def test_every_seed_workflow_is_shipped():
     assert {p.stem for p in API_FILES} == {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img",
-                                           "interpolate"}
+                                           "interpolate", "ksampler_txt2img", "ksampler_inpaint"}
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
