@@ -64,11 +64,12 @@ def _check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
     grid = downscale(decoder.unet)
     if latents.shape[-1] % grid or latents.shape[-2] % grid:
         step = grid * decoder.movq_scale_factor
-        near = ", ".join(f"{name} {' or '.join(map(str, sorted({side // grid * step, -(-side // grid) * step} - {0})))}"
-                         for name, side in zip(("height", "width"), latents.shape[-2:]))
+        sides = {name: sorted({side // grid * step, -(-side // grid) * step} - {0})
+                 for name, side in zip(("height", "width"), latents.shape[-2:])}
+        near = ", ".join(f"{name} {' or '.join(map(str, sizes))}" for name, sizes in sides.items())
         raise KandinskyError(f"latent is {latents.shape[-2]}x{latents.shape[-1]} but this decoder needs sides that are "
-                             f"multiples of {grid}, pictures of multiples of {step} pixels: the nearest sizes that work "
-                             f"are {near} pixels. Resize the picture (or make the empty latent) at such a size, or "
+                             f"multiples of {grid}, pictures of multiples of {step} pixels: the nearest sizes that "
+                             f"work are {near} pixels. Resize the picture (or make the empty latent) at such a size, or "
                              f"sample with KSampler and the loader's MODEL, which takes any size.")
     check_finite("latent", latents)
     return latents

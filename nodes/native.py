@@ -11,7 +11,6 @@ import comfy.sd
 import comfy.supported_models_base
 import comfy.utils
 import torch
-import torch.nn.functional as F
 
 from ..kandinsky_core import KandinskyError, sampling
 from ..kandinsky_core.errors import describe

@@ -1,12 +1,15 @@
 """The ComfyUI-native path in a real ComfyUI server: KSampler on the loader's MODEL with Kandinsky 2.2 Conditioning,
 ComfyUI's VAE, latent and inpaint nodes, every sampler and scheduler the server lists, and its model patches."""
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 import reference
-from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID, saved_pixels
+from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID, progress, saved_pixels
 
 PROMPT = dict(prompt="a red fox", negative_prompt="blurry", guidance_scale=4.0, steps=2, seed=11, batch_size=1)
 # ComfyUI's model-patching nodes on this MODEL, tried (README, "Model patches"): each one that cannot reach a diffusers
@@ -213,3 +216,12 @@ def test_latents_of_another_channel_count_are_a_clear_error(server, decode):
     graph = {k: v for k, v in graph.items() if k not in "67"}
     assert "latent has shape (1, 16, 8, 8) but" in error_of(server, graph)
     succeeded(server, ksampler_graph(seed=5))
+
+
+def test_ksamplers_steps_show_in_colour_in_comfyuis_previewer(server):
+    messages = server.run_watched(ksampler_graph(steps=4, seed=8))
+    assert progress(messages, "6")[-1] == (4, 4)
+    previews = [m for m in messages if isinstance(m, bytes)]
+    assert len(previews) >= 4  # one a step (--preview-method auto), from the factors fitted to the loaded MoVQ
+    colours = np.asarray(Image.open(io.BytesIO(previews[-1][8:])).convert("RGB"), dtype=int)
+    assert np.abs(colours[..., 0] - colours[..., 1]).max() > 0  # not grey

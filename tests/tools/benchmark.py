@@ -1,7 +1,7 @@
 """Speed and memory of the node graph, run by ComfyUI's own executor, side by side with diffusers' pipelines.
 
     .venv/bin/python tests/tools/benchmark.py [--size tiny|mid|real] [--rounds N] [--threads N] [--models DIR]
-                                             [--lowvram] [--profile]
+                                             [--lowvram] [--profile] [--only TEXT]
 
 Not a test (pytest does not collect tests/tools). Both sides load the same model folders (written once under
 --models) with the same dtype, seeds and settings. The speed rows run in one process, interleaved (the side that goes
@@ -410,6 +410,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch's CPU threads (default: its own choice); 1 keeps the "
                         "timing steadier on a machine that other work shares")
     parser.add_argument("--profile", action="store_true", help="print cProfile tables instead of timing")
+    parser.add_argument("--only", help="run only the speed rows whose label holds this text (no memory rows)")
     parser.add_argument("--child", choices=["graph", "diffusers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -447,7 +448,9 @@ def main() -> None:
     work += [(f"KSampler (euler, normal) + VAEDecode vs Text to Image (scheduler euler) + MoVQ Decode, {FEW_STEPS} "
               "steps, prior cached, each with its PNG", "image", {"scheduler": "euler", "steps": FEW_STEPS},
               (ksampler, graph))]  # a row's own two sides, else the graph and diffusers
-    rows, seed = {load: {}, first: {}, both: {}}, 100
+    if args.only:
+        work = [w for w in work if args.only in w[0]]
+    rows, seed = ({} if args.only else {load: {}, first: {}, both: {}}), 100
     for r in range(args.rounds):
         order = (graph, diff) if r % 2 == 0 else (diff, graph)
         print(f"round {r + 1}/{args.rounds}", flush=True)
@@ -464,7 +467,7 @@ def main() -> None:
                     if "generator" not in str(exc):
                         raise
                     rows[row][s.name] = f"fails: {exc}"
-        for s in order:
+        for s in order if not args.only else ():
             rows[both].setdefault(s.name, []).append(rows[load][s.name][-1] + rows[first][s.name][-1])
             mem = memory(s.name, args)
             for key, label in (("peak_rss", "peak RSS of a fresh process: imports, load, one image"),
