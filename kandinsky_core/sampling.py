@@ -69,8 +69,8 @@ def _check_latents(decoder: DecoderBundle, latents) -> torch.Tensor:
         near = ", ".join(f"{name} {' or '.join(map(str, sizes))}" for name, sizes in sides.items())
         raise KandinskyError(f"latent is {latents.shape[-2]}x{latents.shape[-1]} but this decoder needs sides that are "
                              f"multiples of {grid}, pictures of multiples of {step} pixels: the nearest sizes that "
-                             f"work are {near} pixels. Resize the picture (or make the empty latent) at such a size, or "
-                             f"sample with KSampler and the loader's MODEL, which takes any size.")
+                             f"work are {near} pixels. Resize the picture (or make the empty latent) at such a size, "
+                             f"or sample with KSampler and the loader's MODEL, which takes any size.")
     check_finite("latent", latents)
     return latents
 
