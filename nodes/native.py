@@ -135,19 +135,19 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
             raise KandinskyError(f"{MODEL}: the {which} conditioning carries a Stable Diffusion ControlNet, which "
                                  f"Kandinsky 2.2 cannot take: give the ControlNet decoder its hint through "
                                  f"Kandinsky 2.2 Conditioning instead.")
+        hint = kwargs.get(HINT_KEY)
+        if hint is None and self.kind == CONTROLNET:
+            raise KandinskyError(f"{MODEL}: the ControlNet decoder needs a hint in both conditionings: wire a depth "
+                                 f"hint into Kandinsky 2.2 Conditioning.")
+        if hint is not None and self.kind != CONTROLNET:
+            raise KandinskyError(f"{MODEL}: the {which} conditioning has a ControlNet hint but this is the {self.kind} "
+                                 f"decoder: load the ControlNet depth decoder, or take the hint out of Kandinsky 2.2 "
+                                 f"Conditioning.")
         out = super().extra_conds(**kwargs)  # c_crossattn in today's ComfyUI (the 2024-03 one makes it itself)
         out[ONLY_KEY] = comfy.conds.CONDConstant(True)
-        noise = kwargs["noise"]
-        hint = kwargs.get(HINT_KEY)
-        if (hint is None) == (self.kind == CONTROLNET):
-            raise KandinskyError(
-                f"{MODEL}: the ControlNet decoder needs a hint in both conditionings: wire a depth hint into "
-                f"Kandinsky 2.2 Conditioning." if hint is None else
-                f"{MODEL}: the {which} conditioning has a ControlNet hint but this is the {self.kind} decoder: load "
-                f"the ControlNet depth decoder, or take the hint out of Kandinsky 2.2 Conditioning.")
         if hint is not None:
-            out["hint"] = CONDHint(sampling.prepare_hint(hint, tuple(n * self.movq_scale for n in noise.shape[-2:]),
-                                                         len(hint)))
+            pixel_hw = tuple(n * self.movq_scale for n in kwargs["noise"].shape[-2:])
+            out["hint"] = CONDHint(sampling.prepare_hint(hint, pixel_hw, len(hint)))
         if self.kind == INPAINT:
             out["c_concat"] = comfy.conds.CONDNoiseShape(self.inpaint_channels(**kwargs))
         return out
