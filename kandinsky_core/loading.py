@@ -129,13 +129,17 @@ def home(name: str) -> str:
     return name.split("/", 1)[1] if is_hub_id(name) else name
 
 
+def download_command(repo_id: str, target) -> str:
+    """The Hugging Face command line (``hf``, huggingface_hub 1.0's name for it) fetching what a download takes."""
+    include, exclude = (" ".join(f"'{p}'" for p in patterns) for patterns in (DOWNLOAD_PATTERNS, DOWNLOAD_IGNORE))
+    return f"hf download {repo_id} --local-dir {target} --include {include} --exclude {exclude}"
+
+
 def search_help(name: str, roots: list[str]) -> str:
     searched = ", ".join(str(r) for r in roots) or "(no model folder is configured)"
     first = Path(roots[0] if roots else ".") / home(name)
-    how = (
-        f"download it with `huggingface-cli download {name} --local-dir {first}` on a machine with "
-        f"network access" if is_hub_id(name) else "copy the diffusers model folder there"
-    )
+    how = (f"download it with `{download_command(name, first)}` on a machine with network access"
+           if is_hub_id(name) else "copy the diffusers model folder there")
     return f"searched: {searched}. Put the model in {first}: {how}."
 
 
@@ -157,8 +161,8 @@ def _from_hub(repo_id: str, target: Path, family: str) -> Path:
     except Exception as exc:
         raise KandinskyError(
             f"model '{repo_id}' is not on disk and could not be downloaded ({type(exc).__name__}: {exc}). "
-            f"Put it in {target}: run `huggingface-cli download {repo_id} --local-dir {target}` on a "
-            f"machine with network access, or copy the diffusers folder there."
+            f"Put it in {target}: run `{download_command(repo_id, target)}` on a machine with network access, "
+            f"or copy the diffusers folder there."
         ) from None
     return target
 
@@ -208,8 +212,8 @@ def _check_weights(folder: Path, family: str) -> None:
         else:
             why = "has no .safetensors weights"
         raise KandinskyError(
-            f"model folder {folder / part} {why}: download the full-precision safetensors of the model "
-            f"(huggingface-cli download <hub id> --include '*.safetensors' '*.json' '*.txt') into {folder}."
+            f"model folder {folder / part} {why}: download the full-precision safetensors of the model into it "
+            f"(`{download_command('<hub id>', folder)}`)."
         )
 
 

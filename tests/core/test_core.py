@@ -83,7 +83,7 @@ def test_unknown_names_say_where_was_searched(models_dir, tmp_path, name):
 
 def test_missing_hub_model_offline_names_the_folder(tmp_path):
     folder = tmp_path / tiny_models.NAMES["text2img"]
-    with pytest.raises(KandinskyError, match=f"{folder}.*huggingface-cli download"):
+    with pytest.raises(KandinskyError, match=f"{folder}.*hf download"):
         loading.resolve(DECODER_ID, [str(tmp_path)], "decoder")
 
 

@@ -60,7 +60,7 @@ DECODERS = ["Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "K
             "Kandinsky22ControlNetImg2Img"]
 CASES = [
     ("Kandinsky22PriorLoader", dict(model="someone/missing"),
-     "model 'someone/missing' is not on disk.*huggingface-cli"),
+     "model 'someone/missing' is not on disk.*hf download someone/missing --local-dir"),
     ("Kandinsky22PriorLoader", dict(model=tiny_models.NAMES["text2img"]),
      "is a model of kind 'text2img', not a prior model"),
     ("Kandinsky22PriorLoader", dict(dtype="fp64"), "dtype 'fp64' is unknown: pick one of auto, fp32, fp16, bf16"),

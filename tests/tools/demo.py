@@ -41,7 +41,9 @@ def main() -> int:
     (models / "diffusers").mkdir(parents=True, exist_ok=True)
     graph = json.loads((REPO / "workflows" / "api" / "txt2img.json").read_text())
     if real_models_ready(models / "diffusers"):
-        print(f"[demo] REAL Kandinsky 2.2 weights from {models}: 768x768, 25 prior + 50 decoder steps.")
+        prior, decoder = graph["3"]["inputs"], graph["4"]["inputs"]
+        print(f"[demo] REAL Kandinsky 2.2 weights from {models}: {decoder['width']}x{decoder['height']}, "
+              f"{prior['steps']} prior + {decoder['steps']} decoder steps.")
     else:
         models = tiny_models.build(args.out / "tiny")
         graph["3"]["inputs"]["steps"] = 5

@@ -1,0 +1,31 @@
+"""What installing users and the Comfy Registry read: pyproject's metadata, the license, changelog and ignore file,
+and no command of a Hugging Face CLI that no longer exists."""
+import subprocess
+import tomllib
+
+from helpers import REPO
+
+
+def test_pyproject_holds_what_the_registry_reads():
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] != "comfyui-kandinsky22"  # another pack's registry id
+    assert project["version"] and project["description"] and project["urls"]["Repository"]
+    assert project["license"] == {"file": "LICENSE"} and "GPLv3+" in project["classifiers"][0]
+    assert {"PublisherId", "DisplayName", "Icon"} <= comfy.keys() and comfy["DisplayName"]
+    required = [line for line in (REPO / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert project["dependencies"] == required
+
+
+def test_license_changelog_and_comfyignore():
+    license_text = (REPO / "LICENSE").read_text()
+    assert "GNU GENERAL PUBLIC LICENSE" in license_text and "Version 3, 29 June 2007" in license_text
+    assert "0.1.0" in (REPO / "CHANGELOG.md").read_text()
+    ignored = (REPO / ".comfyignore").read_text().split()
+    assert {"tests/", ".ci/"} <= set(ignored)
+
+
+def test_no_huggingface_cli_left():
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    old = "huggingface" + "-cli"  # huggingface_hub 1.0 removed it: `hf download` is today's command
+    assert not [f for f in files if (REPO / f).is_file() and old in (REPO / f).read_text(errors="ignore")]
