@@ -35,9 +35,14 @@ HUB_IDS = {  # each family's hub ids, listed before the folders found
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles.
-DOWNLOAD_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
-DOWNLOAD_IGNORE = ["*.fp16.safetensors", "*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
+# Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles. For half
+# precision it takes the fp16 variant files (``model.fp16.safetensors``: half the download and the disk) instead.
+FP16 = "fp16"
+PICKLES = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
+CONFIG_PATTERNS = ["*.json", "*.txt"]
+DOWNLOAD_PATTERNS = [*CONFIG_PATTERNS, "*.safetensors"]
+DOWNLOAD_IGNORE = [f"*.{FP16}*.safetensors", *PICKLES]
+HALF_PATTERNS = [*CONFIG_PATTERNS, f"*.{FP16}*.safetensors"]
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_PARTS = {PRIOR: ["prior", "text_encoder", "image_encoder"], DECODER: ["unet", "movq"], DEPTH: ["."]}
 _SCAN_DEPTH = 3  # how deep under a root model folders are looked for
@@ -143,21 +148,29 @@ def search_help(name: str, roots: list[str]) -> str:
     return f"searched: {searched}. Put the model in {first}: {how}."
 
 
-def _from_hub(repo_id: str, target: Path, family: str) -> Path:
-    """A cached full snapshot of repo_id, else a download into target; a clear error offline."""
+def _from_hub(repo_id: str, target: Path, family: str, half: bool = False) -> Path:
+    """A cached full snapshot of repo_id, else a download into target (for ``half`` precision the fp16 variant
+    files, and the full-precision ones of any part that has no variant); a clear error offline."""
     from huggingface_hub import snapshot_download
 
-    kwargs = dict(allow_patterns=DOWNLOAD_PATTERNS, ignore_patterns=DOWNLOAD_IGNORE)
     try:
-        cached = Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
-        _check_weights(cached, family)  # a cache holding only some parts, or only fp16 files, is no full copy
+        cached = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS,
+                                        ignore_patterns=PICKLES))
+        _check_weights(cached, family)  # a cache holding only some parts is no full copy
         if model_kind(cached):
             return cached
     except Exception:  # not in the cache: fall through to a download
         pass
-    log.warning("Kandinsky 2.2: downloading %s into %s (once; later runs load it from there)", repo_id, target)
+    log.warning("Kandinsky 2.2: downloading %s%s into %s (once; later runs load it from there)", repo_id,
+                " (fp16 files)" if half else "", target)
     try:
-        snapshot_download(repo_id, local_dir=str(target), **kwargs)
+        if half:  # the fp16 files first; then the full-precision files of the parts that have none
+            snapshot_download(repo_id, local_dir=str(target), allow_patterns=HALF_PATTERNS, ignore_patterns=PICKLES)
+        parts = [part for part in WEIGHT_PARTS[family] if not _weight_files(target / part)]
+        if parts or not half:
+            weights = [f"{part}/*.safetensors".removeprefix("./") for part in parts]
+            snapshot_download(repo_id, local_dir=str(target), allow_patterns=[*CONFIG_PATTERNS, *weights],
+                              ignore_patterns=DOWNLOAD_IGNORE)
     except Exception as exc:
         raise KandinskyError(
             f"model '{repo_id}' is not on disk and could not be downloaded ({type(exc).__name__}: {exc}). "
@@ -167,8 +180,9 @@ def _from_hub(repo_id: str, target: Path, family: str) -> Path:
     return target
 
 
-def resolve(name: str, roots: list[str], family: str, download: bool = True) -> Path:
-    """The folder of model ``name`` of ``family``, downloading a hub id when allowed."""
+def resolve(name: str, roots: list[str], family: str, download: bool = True, half: bool = False) -> Path:
+    """The folder of model ``name`` of ``family``, downloading a hub id when allowed (its fp16 files for ``half``
+    precision)."""
     if not isinstance(name, str) or not name.strip():
         raise KandinskyError("no model name given: pick one from the list.")
     resolved = [Path(r) for r in roots]
@@ -180,7 +194,7 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
     if path is None and is_hub_id(name):
         path = found(home(name))
         if path is None and download and resolved:
-            path = _from_hub(name, resolved[0] / home(name), family)
+            path = _from_hub(name, resolved[0] / home(name), family, half)
     if path is None:
         broken = next((p for r in resolved if (p := _folder(r, name))), None)
         if broken is not None:
@@ -196,23 +210,43 @@ def resolve(name: str, roots: list[str], family: str, download: bool = True) -> 
     return path
 
 
+def _weight_files(part: Path) -> tuple[list[str], list[str]]:
+    """(full-precision, fp16 variant) safetensors of a model part's folder: the files from_pretrained loads with no
+    variant (``model.safetensors``, shards ``model-00001-of-00002.safetensors``) or with variant fp16."""
+    names = [f.name for f in part.iterdir() if f.name.endswith(".safetensors")] if part.is_dir() else []
+    full = [n for n in names if "." not in n.removesuffix(".safetensors")]
+    half = [n for n in names if f".{FP16}" in n and n not in full]
+    return (full, half) if full or half else ()
+
+
+def variant(part: Path, dtype: torch.dtype) -> str | None:
+    """The files a part loads: the fp16 variant in fp16 when it has one, or when it has nothing else (cast to
+    ``dtype``, with a logged note); else the full-precision files."""
+    full, half = _weight_files(part) or ([], [])
+    if half and (dtype == torch.float16 or not full):
+        if dtype != torch.float16:
+            log.info("Kandinsky 2.2: %s holds only fp16 weights: loading them as %s.", part, dtype)
+        return FP16
+    return None
+
+
 def _check_weights(folder: Path, family: str) -> None:
-    """Each weight part of ``family`` must hold full-precision safetensors, the files from_pretrained loads with no
-    variant (``model.safetensors``, not ``model.fp16.safetensors``); pickles are refused, never unpickled."""
+    """Each weight part of ``family`` must hold full-precision or fp16-variant safetensors; pickles are refused,
+    never unpickled."""
     for part in WEIGHT_PARTS[family]:
+        if _weight_files(folder / part):
+            continue
         names = [f.name for f in (folder / part).iterdir()] if (folder / part).is_dir() else []
         weights = [n for n in names if n.endswith(".safetensors")]
-        if any("." not in n.removesuffix(".safetensors") for n in weights):
-            continue
         pickles = [n for n in names if n.endswith(_PICKLE_SUFFIXES)]
         if pickles:
             why = f"holds only pickle weights ({', '.join(pickles)}), which this package never loads for safety"
         elif weights:
-            why = f"holds only variant weights ({', '.join(weights)}), which load only as that variant"
+            why = f"holds only variant weights ({', '.join(weights)}) of another variant than fp16"
         else:
             why = "has no .safetensors weights"
         raise KandinskyError(
-            f"model folder {folder / part} {why}: download the full-precision safetensors of the model into it "
+            f"model folder {folder / part} {why}: download the safetensors of the model into it "
             f"(`{download_command('<hub id>', folder)}`)."
         )
 
@@ -264,12 +298,12 @@ def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     tf = dict(use_safetensors=True, dtype=dtype)
     return PriorBundle(
         prior=_load("prior transformer", PriorTransformer.from_pretrained, folder, subfolder="prior",
-                    use_safetensors=True, torch_dtype=dtype),
+                    use_safetensors=True, torch_dtype=dtype, variant=variant(folder / "prior", dtype)),
         text_encoder=_load("text encoder", CLIPTextModelWithProjection.from_pretrained, folder,
-                           subfolder="text_encoder", **tf),
+                           subfolder="text_encoder", variant=variant(folder / "text_encoder", dtype), **tf),
         tokenizer=_load("tokenizer", CLIPTokenizer.from_pretrained, folder, subfolder="tokenizer"),
         image_encoder=_load("image encoder", CLIPVisionModelWithProjection.from_pretrained, folder,
-                            subfolder="image_encoder", **tf),
+                            subfolder="image_encoder", variant=variant(folder / "image_encoder", dtype), **tf),
         image_processor=_load("image processor", CLIPImageProcessor.from_pretrained, folder,
                               subfolder="image_processor"),
         scheduler_config=dict(_load("scheduler config", UnCLIPScheduler.load_config, folder, subfolder="scheduler")),
@@ -321,8 +355,10 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     folder = Path(folder)
     _check_weights(folder, DECODER)
     kw = dict(use_safetensors=True, torch_dtype=dtype)
-    unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet", **kw)
-    movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", **kw)
+    unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet",
+                 variant=variant(folder / "unet", dtype), **kw)
+    movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", variant=variant(folder / "movq", dtype),
+                 **kw)
     config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), downscale(movq),
                            movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)
@@ -341,6 +377,7 @@ def load_depth(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
 
     folder = Path(folder)
     _check_weights(folder, DEPTH)
-    model = _load("depth model", AutoModelForDepthEstimation.from_pretrained, folder, use_safetensors=True, dtype=dtype)
+    model = _load("depth model", AutoModelForDepthEstimation.from_pretrained, folder, use_safetensors=True, dtype=dtype,
+                  variant=variant(folder, dtype))
     processor = _load("depth image processor", AutoImageProcessor.from_pretrained, folder)
     return DepthBundle(model, processor)

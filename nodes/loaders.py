@@ -1,4 +1,6 @@
 """Loader nodes: pick a Kandinsky 2.2 model folder (or hub id) and load it."""
+import torch
+
 from ..kandinsky_core import loading
 from . import comfy_bridge as bridge
 from . import inputs, native
@@ -29,8 +31,9 @@ class _Loader(bridge.KandinskyNode):
             return True
         return f"{cls.__name__}: model '{model}' was not found; {loading.search_help(model, roots)}"
 
-    def resolve(self, model):
-        return loading.resolve(model, bridge.model_roots(self.FOLDER), self.FAMILY)
+    def resolve(self, model, dtype=torch.float32):
+        """The model's folder; a hub id not on disk is fetched in fp16 files for an fp16 load."""
+        return loading.resolve(model, bridge.model_roots(self.FOLDER), self.FAMILY, half=dtype == torch.float16)
 
 
 class Kandinsky22PriorLoader(_Loader):
@@ -50,7 +53,8 @@ class Kandinsky22PriorLoader(_Loader):
         return types
 
     def run(self, model, dtype, image_encoder=OWN_ENCODER):
-        prior = loading.load_prior(self.resolve(model), bridge.dtype_for(dtype))
+        dtype = bridge.dtype_for(dtype)
+        prior = loading.load_prior(self.resolve(model, dtype), dtype)
         if image_encoder != OWN_ENCODER:
             prior.image_encoder = loading.image_encoder_from(prior, bridge.clip_vision_weights(image_encoder),
                                                              f"models/clip_vision/{image_encoder}")
@@ -82,7 +86,8 @@ class Kandinsky22DecoderLoader(_Loader):
         return types
 
     def run(self, model, dtype, channels_last=False, compile=False):
-        decoder, movq = loading.load_decoder(self.resolve(model), bridge.dtype_for(dtype), bridge.previews_on())
+        dtype = bridge.dtype_for(dtype)
+        decoder, movq = loading.load_decoder(self.resolve(model, dtype), dtype, bridge.previews_on())
         decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
         return decoder, movq, *native.native(decoder, movq)  # ComfyUI keeps or drops a node's outputs together
 

@@ -1,4 +1,5 @@
 """kandinsky_core alone, with no ComfyUI: loading rules, parity with diffusers, clear errors."""
+import copy
 import shutil
 from pathlib import Path
 
@@ -211,11 +212,85 @@ def test_a_copy_in_the_hugging_face_cache_is_reused(cached_decoder, tmp_path):
     assert path == cached_decoder.resolve() and not empty.exists()
 
 
-def test_a_cache_copy_without_full_precision_weights_is_not_used(cached_decoder, tmp_path):
+def test_a_cache_copy_of_fp16_files_only_is_used(cached_decoder, tmp_path):
     weights = cached_decoder / "unet" / "diffusion_pytorch_model.safetensors"
     weights.rename(weights.with_suffix(".fp16.safetensors"))  # a diffusers download with variant="fp16"
-    with pytest.raises(KandinskyError, match="could not be downloaded"):  # offline here: a download is tried
-        loading.resolve(DECODER_ID, [str(tmp_path / "diffusers")], "decoder")
+    assert loading.resolve(DECODER_ID, [str(tmp_path / "diffusers")], "decoder") == cached_decoder.resolve()
+
+
+@pytest.fixture(scope="module")
+def variants(models_dir, tmp_path_factory) -> dict:
+    """Decoder folders: "half" holds only fp16-variant weights; "both" full-precision weights and fp16-variant ones
+    of other values (so that a test sees which were loaded); "mixed" an fp16 UNet beside a full-precision MoVQ."""
+    root = tmp_path_factory.mktemp("variants")
+    source = models_dir / tiny_models.NAMES["text2img"]
+    unet, movq = loading.load_decoder(source)[0].unet, loading.load_decoder(source)[1]
+    folders = {name: shutil.copytree(source, root / name) for name in ("half", "both", "mixed")}
+    for name, folder in folders.items():
+        for part, module in (("unet", unet), ("movq", movq)):
+            if name == "mixed" and part == "movq":
+                continue
+            other = copy.deepcopy(module).half()
+            with torch.no_grad():
+                for p in other.parameters():
+                    p.add_(1 if name == "both" else 0)
+            other.save_pretrained(folder / part, variant="fp16")
+            if name == "half":
+                (folder / part / "diffusion_pytorch_model.safetensors").unlink()
+    return folders
+
+
+def unet_weight(folder: Path, fp16: bool) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    name = "diffusion_pytorch_model.fp16.safetensors" if fp16 else "diffusion_pytorch_model.safetensors"
+    return load_file(folder / "unet" / name)["conv_in.weight"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
+def test_an_fp16_only_folder_loads_in_every_dtype(variants, dtype, caplog):
+    caplog.set_level("INFO", logger=loading.__name__)
+    decoder, movq = loading.load_decoder(variants["half"], dtype)
+    assert decoder.unet.dtype == dtype and next(movq.parameters()).dtype == dtype
+    assert torch.equal(decoder.unet.conv_in.weight, unet_weight(variants["half"], True).to(dtype))
+    assert ("holds only fp16 weights" in caplog.text) == (dtype != torch.float16)
+    assert "half" in loading.list_models([str(variants["half"].parent)], "decoder")  # listed like any other
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_a_folder_with_both_loads_the_variant_for_fp16_and_the_full_files_else(variants, dtype):
+    decoder, _ = loading.load_decoder(variants["both"], dtype)
+    expected = unet_weight(variants["both"], dtype == torch.float16).to(dtype)
+    assert torch.equal(decoder.unet.conv_in.weight, expected)
+
+
+@pytest.mark.parametrize("source,half", [("both", True), ("both", False), ("mixed", True)])
+def test_a_download_takes_fp16_files_for_half_precision(variants, tmp_path, monkeypatch, source, half):
+    """A hub repository holding full and fp16 files (a local snapshot stands in for it): an fp16 load downloads the
+    fp16 files, and the full ones only of a part without fp16 files; any other load the full ones."""
+    import huggingface_hub
+    from huggingface_hub.utils import LocalEntryNotFoundError, filter_repo_objects
+
+    repo = variants[source]
+    files = [str(p.relative_to(repo)) for p in repo.rglob("*") if p.is_file()]
+
+    def snapshot_download(repo_id, local_files_only=False, local_dir=None, allow_patterns=None,
+                          ignore_patterns=None):
+        if local_files_only:
+            raise LocalEntryNotFoundError("not in the cache")
+        for f in filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns):
+            (Path(local_dir) / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(repo / f, Path(local_dir) / f)
+        return local_dir
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    path = loading.resolve(DECODER_ID, [str(tmp_path)], "decoder", half=half)
+    got = sorted(str(p.relative_to(path)) for p in path.rglob("*.safetensors"))
+    fp16_movq = source == "both"
+    assert got == sorted([f"unet/diffusion_pytorch_model{'.fp16' if half else ''}.safetensors",
+                          f"movq/diffusion_pytorch_model{'.fp16' if half and fp16_movq else ''}.safetensors"])
+    dtype = torch.float16 if half else torch.float32
+    assert loading.load_decoder(path, dtype)[0].unet.dtype == dtype
 
 
 def test_a_symlinked_model_folder_is_listed_and_loads(models_dir, tmp_path):

@@ -143,7 +143,7 @@ def test_the_good_inputs_run(run_node, models):
 @pytest.mark.parametrize("damage,message", [
     ("pickle", r"only pickle weights \(diffusion_pytorch_model.bin\).*never loads"),
     ("missing", "has no .safetensors weights"),
-    ("variant", r"only variant weights \(diffusion_pytorch_model.fp16.safetensors\).*full-precision"),
+    ("variant", r"only variant weights \(diffusion_pytorch_model.ema.safetensors\) of another variant than fp16"),
     ("corrupt", "could not load the decoder UNet.*download the model again"),
     ("config", "holds no model this package recognises.*download the model again"),
 ])
@@ -161,8 +161,8 @@ def test_broken_model_folders_are_clear_errors(run_node, models_dir, tmp_path, d
                 f"cos\nsystem\n(S'touch {pwned}'\ntR.".encode())
         elif damage == "missing":
             weights.unlink()
-        elif damage == "variant":  # what a download with variant="fp16" leaves
-            weights.rename(weights.with_suffix(".fp16.safetensors"))
+        elif damage == "variant":  # fp16-only folders load (tests/core); other variants do not
+            weights.rename(weights.with_suffix(".ema.safetensors"))
         elif damage == "corrupt":
             weights.write_bytes(weights.read_bytes()[:1000])
         else:
