@@ -1,4 +1,7 @@
 """ComfyUI adapters: each node converts ComfyUI types, makes one call into kandinsky_core, converts back."""
+from pathlib import Path
+
+from .comfy_bridge import provide_pictures
 from .decoder import (Kandinsky22ControlNet, Kandinsky22ControlNetImg2Img, Kandinsky22Img2Img, Kandinsky22Inpaint,
                       Kandinsky22Txt2Img)
 from .depth import Kandinsky22DepthHint
@@ -29,3 +32,5 @@ _NODES = {
 }
 NODE_CLASS_MAPPINGS = {cls.__name__: cls for cls in _NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {cls.__name__: name for cls, name in _NODES.items()}
+
+provide_pictures(sorted((Path(__file__).resolve().parent.parent / "workflows" / "input").glob("*.png")))

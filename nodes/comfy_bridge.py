@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
+import sys
 import weakref
+from pathlib import Path
 
 import comfy.model_management as mm
 import comfy.utils
@@ -54,6 +57,25 @@ class KandinskyNode:
 DEPTH_FOLDER = "depth_estimation"
 # Appended, so that paths extra_model_paths.yaml gave this name before the pack loaded are kept.
 folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.models_dir, DEPTH_FOLDER))
+
+
+def provide_pictures(pictures: list[Path]) -> None:
+    """Copy the pictures the shipped workflows load into ComfyUI's input folder (LoadImage reads only there), so that
+    a workflow opened from the templates menu runs as it is; a file of the same name there is never overwritten.
+    Under a server, once it runs: the 2024-03 ComfyUI applies --input-directory after loading custom nodes."""
+    def copy():
+        target = Path(folder_paths.get_input_directory())
+        for picture in pictures:
+            if not (target / picture.name).exists():
+                target.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(picture, target / picture.name)
+
+    prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)  # ComfyUI's, when it runs one
+    loop = getattr(getattr(prompt_server, "instance", None), "loop", None)
+    if loop is None:
+        copy()
+    else:
+        loop.call_soon_threadsafe(copy)
 
 
 def model_roots(folder: str) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import socket
 import sys
 from pathlib import Path
@@ -65,9 +64,8 @@ def comfy(tmp_path_factory, models_dir, depth_dir):
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory, models_root):
+    # No picture copied by hand: the package provides the workflows' pictures in the input folder.
     srv = ComfyServer(tmp_path_factory.mktemp("server"), models_root, ["--preview-method", "auto"]).start()
-    for picture in (REPO / "workflows" / "input").glob("*.png"):  # LoadImage reads only the input folder
-        shutil.copy(picture, srv.input_dir)
     yield srv
     srv.stop()
 

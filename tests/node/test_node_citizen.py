@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tiny_models
-from helpers import DECODER_ID, DEPTH_ID, PRIOR_ID
+from helpers import DECODER_ID, DEPTH_ID, PRIOR_ID, WORKFLOWS
 
 E = tiny_models.EMBED
 
@@ -101,3 +101,13 @@ def test_a_whole_graph_runs_with_the_network_cut(run_node, no_network):
                          height=64, steps=2, guidance_scale=4.0, seed=1, scheduler="default", batch_size=1)
     (image,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
     assert image.shape == (1, 64, 64, 3) and hint.shape == (1, 64, 64, 3)  # with every connection refused
+
+
+def test_a_users_picture_is_never_overwritten(comfy, tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "get_input_directory", lambda: str(tmp_path))
+    (tmp_path / "k22_night.png").write_bytes(b"the user's own")
+    comfy.nodes.comfy_bridge.provide_pictures(sorted((WORKFLOWS / "input").glob("*.png")))
+    assert (tmp_path / "k22_night.png").read_bytes() == b"the user's own"
+    assert (tmp_path / "k22_landscape.png").read_bytes() == (WORKFLOWS / "input" / "k22_landscape.png").read_bytes()

@@ -1,10 +1,12 @@
 """A real ComfyUI server with this package: graphs posted to /prompt as a client would post them."""
 import json
+import urllib.error
 
 import numpy as np
 
 import reference
-from helpers import as_saved, failing, saved_pixels, txt2img_graph
+from comfy_server import PACKAGE_NAME
+from helpers import WORKFLOWS, as_saved, failing, saved_pixels, txt2img_graph
 
 
 def test_txt2img_in_comfyui_gives_the_diffusers_pixels(server, models_dir):
@@ -37,3 +39,17 @@ def test_a_run_time_error_is_clear_and_the_server_goes_on(server):
     assert "Kandinsky22Img2Img: latent is 9x9 but this decoder needs" in errors[0][1]["exception_message"]
     entry = server.run(txt2img_graph(seed=3))
     assert entry["status"]["status_str"] == "success" and len(server.images(entry)) == 1
+
+
+def test_the_workflows_are_templates_and_their_pictures_are_provided(server):
+    """The package puts the pictures its workflows load into the input folder (nothing copied by hand), and today's
+    ComfyUI lists every UI workflow in its templates menu (the 2024-03 one has no such route)."""
+    pictures = sorted(p.name for p in (WORKFLOWS / "input").glob("*.png"))
+    assert sorted(p.name for p in server.input_dir.glob("*.png")) == pictures
+    try:
+        templates = server.get("/api/workflow_templates")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 404  # the 2024-03 ComfyUI
+    else:
+        assert sorted(templates[PACKAGE_NAME]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+
