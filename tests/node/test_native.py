@@ -251,3 +251,22 @@ def test_ddim_uniform_steps_through_diffusers_leading_timesteps(comfy, native, m
     scheduler = DDPMScheduler.from_pretrained(models_dir / tiny_models.NAMES["text2img"], subfolder="scheduler")
     scheduler.set_timesteps(steps)
     assert timesteps == scheduler.timesteps.tolist()
+
+
+def test_comfyuis_conditioning_nodes_work_on_kandinsky_conditioning(comfy_nodes, native, conds, run_node):
+    """ConditioningAverage blends embeddings as Embeds Mix's weighted_sum does; Combine, SetTimestepRange and
+    ZeroOut run."""
+    model = native["text2img"][2]
+    other = run_node("Kandinsky22Conditioning", positive=conds[3], negative=conds[2])[0]
+    with torch.inference_mode():
+        (average,) = comfy_nodes.ConditioningAverage().addWeighted(conds[0], other, 0.3)
+        (mixed,) = run_node("Kandinsky22EmbedsMix", embeds_1=conds[2], weight_1=0.3, embeds_2=conds[3], weight_2=0.7,
+                            method="weighted_sum")
+        blended = run_node("Kandinsky22Conditioning", positive=mixed, negative=conds[3])[0]
+        combined = comfy_nodes.ConditioningCombine().combine(conds[0], other)[0]
+        ranged = comfy_nodes.ConditioningSetTimestepRange().set_range(conds[0], 0.0, 0.5)[0]
+        zeroed = comfy_nodes.ConditioningZeroOut().zero_out(conds[1])[0]
+    assert torch.allclose(ksampler(comfy_nodes, model, average, conds[1], empty())["samples"],
+                          ksampler(comfy_nodes, model, blended, conds[1], empty())["samples"], atol=1e-4)
+    for positive, negative in ((combined, conds[1]), (ranged, conds[1]), (conds[0], zeroed)):
+        assert torch.isfinite(ksampler(comfy_nodes, model, positive, negative, empty())["samples"]).all()
