@@ -7,11 +7,14 @@ the shipped files are exactly what this makes.
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import tempfile
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+THUMBNAIL_HASHES = WORKFLOWS / "thumbnails.sha256"  # the sha256 of each NAME.json that NAME.jpg shows
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 FRONTEND_ONLY = ("Note", "Reroute", "PrimitiveNode")  # nodes of the web page alone; /object_info does not list them
 EXTRA_VALUES = {"control_after_generate": "fixed", "upload": "image"}  # seeds ship fixed: a rerun repeats the picture
@@ -116,8 +119,8 @@ def note_text(name: str, api: dict) -> str:
            "models/depth_estimation; a loader downloads a missing one there once):\n"
     text += "".join(f"- {m}\n" for m in dict.fromkeys(models))
     if pictures:
-        text += f"\nPictures: copy {', '.join(pictures)} from this package's workflows/input into ComfyUI's input " \
-                "folder.\n"
+        text += f"\nPictures: {', '.join(pictures)}, put into ComfyUI's input folder from this package's " \
+                "workflows/input when it loads.\n"
     return text
 
 
@@ -136,8 +139,8 @@ def node_size(info: dict, values: list) -> list[int]:
 
 
 def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
-    """The UI-format graph of API graph ``api``: same node ids, links and widget values, laid out left to right
-    (a column per link depth) with a Note saying what it does and what it needs."""
+    """The UI-format graph of API graph ``api``: same node ids, links and widget values, laid out by layout() with
+    a Note saying what it does and what it needs."""
     for node in api.values():
         info = object_info[node["class_type"]]
         newer = NEWER_WIDGETS.get(node["class_type"], ())
@@ -190,19 +193,167 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
         for slot, output in enumerate(node["outputs"]):
             output["links"] = out_links.get((node["id"], slot))
 
-    # Columns left to right by depth (the Note heads the first), each node under the one before it.
-    columns: dict[int, list[dict]] = {}
-    for node in nodes:
-        columns.setdefault(0 if node["type"] == "Note" else depth_of(str(node["id"])), []).append(node)
-    x = 20
-    for column in (columns[d] for d in sorted(columns)):
-        y = 50  # title bars are drawn above pos
-        for node in column:
-            node["pos"] = [x, y]
-            y += node["size"][1] + 70  # room for the title bar (30) and a gap
-        x += max(node["size"][0] for node in column) + 80
-    return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": [],
+    groups = layout(nodes, links)
+    return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": groups,
             "config": {}, "extra": {}, "version": 0.4}
+
+
+# ---- layout -----------------------------------------------------------------------------------------------------
+# Stages left to right, each a ComfyUI group; within a stage a column per link depth, nodes stacked in it.
+STAGES = ("Loaders", "Prior", "Decoder", "Output")
+DECODERS = {"Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "Kandinsky22ControlNet",
+            "Kandinsky22ControlNetImg2Img", "KSampler", "KSamplerAdvanced"}
+OUTPUTS = {"Kandinsky22MoVQDecode", "VAEDecode", "SaveImage", "PreviewImage"}
+TITLE, SLOT = 30, 20  # LiteGraph's NODE_TITLE_HEIGHT (drawn above pos) and NODE_SLOT_HEIGHT
+GAP_X, GAP_Y, CLEAR, TOP = 100, 70, 30, 100  # between columns, between stacked nodes, between a link and a node
+
+
+def stage(node_type: str) -> int:
+    """Index in STAGES of a node type: loaders, then the prior and what prepares the decoder's inputs, the decoder
+    or sampler, what makes and saves the picture."""
+    if node_type.endswith("Loader") or node_type == "LoadImage":
+        return 0
+    return 2 if node_type in DECODERS else 3 if node_type in OUTPUTS else 1
+
+
+def box(node: dict) -> list[float]:
+    """[x, y, w, h] of a node as drawn, title bar included."""
+    return [node["pos"][0], node["pos"][1] - TITLE, node["size"][0], node["size"][1] + TITLE]
+
+
+def link_ends(nodes: dict[int, dict], link: list) -> tuple[list, list]:
+    """Where LiteGraph draws a link [id, source, slot, target, slot, type] from and to."""
+    source, target = nodes[link[1]], nodes[link[3]]
+    return ([source["pos"][0] + source["size"][0] - 9, source["pos"][1] + (link[2] + 0.7) * SLOT],
+            [target["pos"][0] + 10, target["pos"][1] + (link[4] + 0.7) * SLOT])
+
+
+def bezier(start: list, end: list, steps: int = 48) -> list[tuple[float, float]]:
+    """Points of a link as LiteGraph draws it (a spline leaving and entering horizontally)."""
+    reach = 0.25 * ((end[0] - start[0]) ** 2 + (end[1] - start[1]) ** 2) ** 0.5
+    (x0, y0), (x3, y3), x1, x2 = start, end, start[0] + reach, end[0] - reach
+    return [((1 - t) ** 3 * x0 + 3 * (1 - t) ** 2 * t * x1 + 3 * (1 - t) * t * t * x2 + t ** 3 * x3,
+             (1 - t) ** 3 * y0 + 3 * (1 - t) ** 2 * t * y0 + 3 * (1 - t) * t * t * y3 + t ** 3 * y3)
+            for t in (i / steps for i in range(steps + 1))]
+
+
+def crosses(a: tuple, b: tuple, rect: list) -> bool:
+    """Whether segment a-b meets rectangle [x, y, w, h] (Liang-Barsky clipping)."""
+    low, high = 0.0, 1.0
+    for p, q in ((a[0] - b[0], a[0] - rect[0]), (b[0] - a[0], rect[0] + rect[2] - a[0]),
+                 (a[1] - b[1], a[1] - rect[1]), (b[1] - a[1], rect[1] + rect[3] - a[1])):
+        if p == 0:
+            if q < 0:
+                return False
+        elif p < 0:
+            low = max(low, q / p)
+        else:
+            high = min(high, q / p)
+    return low <= high
+
+
+def links_under_nodes(boxes: dict, links: list) -> list[tuple]:
+    """(link id, node id) for each link [id, source, target, start, end] that passes under a node of ``boxes``
+    ({id: [x, y, w, h]}) other than its two ends."""
+    out = []
+    for link_id, source, target, start, end in links:
+        points = bezier(start, end)
+        out += [(link_id, node_id) for node_id, rect in boxes.items() if node_id not in (source, target)
+                and any(crosses(a, b, rect) for a, b in zip(points, points[1:]))]
+    return out
+
+
+def file_links(nodes: dict[int, dict], links: list) -> list:
+    """The links of a UI file as links_under_nodes takes them."""
+    return [[link[0], link[1], link[3], *link_ends(nodes, link)] for link in links]
+
+
+def layout(nodes: list[dict], links: list) -> list[dict]:
+    """Sets every node's pos and returns the stages' groups. Stages run left to right; in a stage a column per link
+    depth within it. A link that jumps columns runs above the nodes of the columns it passes (they move down below
+    it); of the orders of each column's nodes, the lowest graph with no link under a node (else the fewest)."""
+    by_id = {node["id"]: node for node in nodes}
+    note, *graph = nodes
+    sources: dict[int, list[int]] = {}
+    for link in links:
+        sources.setdefault(link[3], []).append(link[1])
+    depth: dict[int, int] = {}
+
+    def depth_in_stage(i: int) -> int:
+        if i not in depth:
+            same = [s for s in sources.get(i, []) if stage(by_id[s]["type"]) == stage(by_id[i]["type"])]
+            depth[i] = 1 + max(map(depth_in_stage, same)) if same else 0
+        return depth[i]
+
+    keys = sorted({(stage(n["type"]), depth_in_stage(n["id"])) for n in graph})
+    column = {n["id"]: keys.index((stage(n["type"]), depth_in_stage(n["id"]))) for n in graph}
+    columns = [[n for n in graph if column[n["id"]] == c] for c in range(len(keys))]
+    x = 40
+    for c, members in enumerate(columns):
+        if c and keys[c][0] != keys[c - 1][0]:
+            x += GAP_X  # room for the groups' edges
+        width = max(node["size"][0] for node in members)
+        for node in members:  # one width: a link leaves a column at its right edge, clear of the nodes above
+            node["pos"], node["size"][0] = [x, TOP], width
+        x += width + GAP_X
+
+    def place(order: tuple) -> tuple:
+        for members in order:
+            y = TOP
+            for node in members:
+                node["pos"][1] = y
+                y += node["size"][1] + GAP_Y
+        for _ in range(50):  # push the nodes a jumping link passes under below it, until none moves
+            moved = False
+            for link in links:
+                start, end = link_ends(by_id, link)
+                below = max(start[1], end[1]) + CLEAR + TITLE
+                for c in range(column[link[1]] + 1, column[link[3]]):
+                    for k, node in enumerate(order[c]):
+                        top, bottom = node["pos"][1] - TITLE, node["pos"][1] + node["size"][1]
+                        if top < below and bottom > min(start[1], end[1]) - CLEAR:
+                            y = below
+                            for lower in order[c][k:]:  # it and the nodes under it
+                                lower["pos"][1] = y = max(lower["pos"][1], y)
+                                y += lower["size"][1] + GAP_Y
+                            moved = True
+                            break
+            if not moved:
+                break
+        height = max(node["pos"][1] + node["size"][1] for node in graph)
+        return height, sum(abs(a[1] - b[1]) for a, b in (link_ends(by_id, link) for link in links))
+
+    orders = sorted(itertools.islice(itertools.product(*map(itertools.permutations, columns)), 5000), key=place)
+    crossed = []  # the lowest order whose links pass under no node, else the one with the fewest
+    for order in orders:
+        place(order)
+        crossed.append(len(links_under_nodes({n["id"]: box(n) for n in graph}, file_links(by_id, links))))
+        if not crossed[-1]:
+            break
+    place(orders[crossed.index(min(crossed))])
+    groups = []
+    for index, title in enumerate(STAGES):
+        rects = [box(n) for n in graph if stage(n["type"]) == index]
+        if rects:
+            x0, y0 = min(r[0] for r in rects) - 20, min(r[1] for r in rects) - 60
+            x1, y1 = max(r[0] + r[2] for r in rects) + 20, max(r[1] + r[3] for r in rects) + 20
+            groups.append({"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": "#3f789e",
+                           "font_size": 24})
+    # The Note: under the graph's lowest ends (last stage, then first), where it covers nothing.
+    bottom = {g["title"]: g["bounding"][1] + g["bounding"][3] for g in groups}
+    spots = [[g["bounding"][0] + 20, bottom[g["title"]] + 40 + TITLE] for g in (groups[-1], groups[0])]
+    note["pos"] = min(spots, key=lambda pos: pos[1])
+    return groups
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def thumbnail_hashes() -> dict[str, str]:
+    """Workflow file name -> the sha256 its picture was taken of (as sha256sum writes them: `sha256sum -c` checks)."""
+    lines = THUMBNAIL_HASHES.read_text().splitlines() if THUMBNAIL_HASHES.is_file() else []
+    return {name: sha for sha, name in (line.split(maxsplit=1) for line in lines)}
 
 
 def api_files() -> list[Path]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import websocket
 from helpers import WORKFLOWS
-from ui_workflows import declared_inputs, with_defaults
+from ui_workflows import STAGES, declared_inputs, links_under_nodes, stage, with_defaults
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -115,7 +115,8 @@ LOAD = """async (name, text) => {
     drop.items.add(new File([text], name, {type: "application/json"}));
     document.dispatchEvent(new DragEvent("drop", {dataTransfer: drop, bubbles: true, cancelable: true}));
     await loaded;
-    const boxes = app.graph._nodes.map((n) => [n.id, n.getBounding([0, 0, 0, 0])]);  // [x, y, w, h], title bar too
+    const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;  // [x, y, w, h], title bar too, as the page sizes it
+    const boxes = app.graph._nodes.map((n) => [n.id, [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]]);
     const overlaps = boxes.flatMap(([i, a]) => boxes.filter(([j, b]) => i < j && a[0] < b[0] + b[2]
         && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]).map(([j]) => [i, j]));
     const x0 = Math.min(...boxes.map(([, b]) => b[0])), x1 = Math.max(...boxes.map(([, b]) => b[0] + b[2]));
@@ -125,7 +126,14 @@ LOAD = """async (name, text) => {
     ds.offset = [20 / ds.scale - x0, 20 / ds.scale - y0];
     app.canvas.setDirty(true, true);
     await new Promise((resolve) => setTimeout(resolve, 500));  // today's frontend shows its dialogs a tick later
-    return {dialog: (%s)(), overlaps, prompt: (await app.graphToPrompt()).output};
+    // Where the page draws each link from and to, and its groups, for the layout checks.
+    const all = app.graph.links instanceof Map ? [...app.graph.links.values()] : Object.values(app.graph.links);
+    const links = all.filter((l) => l).map((l) => [l.id, l.origin_id, l.target_id,
+        [...app.graph.getNodeById(l.origin_id).getConnectionPos(false, l.origin_slot)],
+        [...app.graph.getNodeById(l.target_id).getConnectionPos(true, l.target_slot)]]);
+    const groups = app.graph._groups.map((g) => [g.title, [...(g._bounding ?? g.bounding)]]);
+    const types = Object.fromEntries(app.graph._nodes.map((n) => [n.id, n.type]));
+    return {dialog: (%s)(), overlaps, boxes, links, groups, types, prompt: (await app.graphToPrompt()).output};
 }""" % DIALOG
 
 
@@ -140,6 +148,16 @@ def test_ui_workflow_in_browser(server, page, path):
     loaded = page.call(LOAD, path.name, path.read_text())
     assert loaded["dialog"] is None, f"{path.name} loads with a warning: {loaded['dialog']}"
     assert loaded["overlaps"] == [], f"{path.name}: these nodes overlap in the page"
+    boxes = {node_id: box for node_id, box in loaded["boxes"]}
+    assert links_under_nodes(boxes, loaded["links"]) == [], f"{path.name}: these links pass under these nodes"
+    # Each stage's group holds its nodes (the Note is in none).
+    groups = dict(loaded["groups"])
+    assert sorted(groups) == sorted({STAGES[stage(t)] for t in loaded["types"].values() if t != "Note"})
+    for node_id, node_type in loaded["types"].items():
+        (x, y, w, h), title = boxes[int(node_id)], node_type != "Note" and STAGES[stage(node_type)]
+        held = [t for t, (gx, gy, gw, gh) in groups.items()
+                if gx <= x <= x + w <= gx + gw and gy <= y <= y + h <= gy + gh]
+        assert held == ([title] if title else []), f"{path.name}: {node_type} {boxes[int(node_id)]} in {groups}"
     api = json.loads((WORKFLOWS / "api" / path.name).read_text())
     info = server.get("/object_info")
     # What the server reads of the page's prompt: the declared inputs (the page sends LoadImage's upload button too).

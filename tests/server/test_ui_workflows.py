@@ -4,8 +4,9 @@ import json
 import re
 
 import pytest
-from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, WORKFLOWS, api_files, default, dumps, generated, saved_widgets,
-                          sockets, widgets, with_defaults)
+from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, WORKFLOWS, api_files, box, default, digest, dumps, file_links,
+                          generated, links_under_nodes, saved_widgets, sockets, stage, thumbnail_hashes, widgets,
+                          with_defaults)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate", "ksampler_txt2img",
@@ -104,3 +105,26 @@ def test_models_pictures_and_note(path):
     assert all((WORKFLOWS / "input" / p).is_file() for p in pictures), pictures
     (note,) = [n for n in nodes.values() if "Note" in n["type"]]
     assert note["type"] == "Note" and all(m in note["widgets_values"][0] for m in models + pictures)
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_layout(path):
+    """Stages left to right, no link under a node (as the file places them; the browser test checks the page)."""
+    ui, nodes = load(path)
+    boxes = {i: box(node) for i, node in nodes.items()}
+    assert links_under_nodes(boxes, file_links(nodes, ui["links"])) == []
+    right = {}
+    for i, node in nodes.items():
+        if node["type"] != "Note":
+            right[stage(node["type"])] = max(right.get(stage(node["type"]), 0), boxes[i][0] + boxes[i][2])
+    for i, node in nodes.items():
+        assert node["type"] == "Note" or boxes[i][0] > right.get(stage(node["type"]) - 1, 0), node["type"]
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_thumbnail_shows_the_workflow(path):
+    """workflows/NAME.jpg (the template thumbnail, the README's picture) is taken of this very NAME.json."""
+    assert path.with_suffix(".jpg").is_file() and path.name in thumbnail_hashes(), f"no picture of {path.name}"
+    assert thumbnail_hashes()[path.name] == digest(path), \
+        f"{path.with_suffix('.jpg').name} is older than {path.name}: run `python tests/tools/thumbnails.py`"
+    assert path.with_suffix(".jpg").stat().st_size < 400_000
