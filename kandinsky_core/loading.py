@@ -38,10 +38,10 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles. For half
 # precision it takes the fp16 variant files (``model.fp16.safetensors``: half the download and the disk) instead.
 FP16 = "fp16"
-PICKLES = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]
+NOT_SAFETENSORS = ["*.bin", "*.ckpt", "*.pt", "*.pth", "*.msgpack", "*.h5"]  # pickles, other frameworks' weights
 CONFIG_PATTERNS = ["*.json", "*.txt"]
 DOWNLOAD_PATTERNS = [*CONFIG_PATTERNS, "*.safetensors"]
-DOWNLOAD_IGNORE = [f"*.{FP16}*.safetensors", *PICKLES]
+DOWNLOAD_IGNORE = [f"*.{FP16}*.safetensors", *NOT_SAFETENSORS]
 HALF_PATTERNS = [*CONFIG_PATTERNS, f"*.{FP16}*.safetensors"]
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 WEIGHT_PARTS = {PRIOR: ["prior", "text_encoder", "image_encoder"], DECODER: ["unet", "movq"], DEPTH: ["."]}
@@ -155,7 +155,7 @@ def _from_hub(repo_id: str, target: Path, family: str, half: bool = False) -> Pa
 
     try:
         cached = Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=DOWNLOAD_PATTERNS,
-                                        ignore_patterns=PICKLES))
+                                        ignore_patterns=NOT_SAFETENSORS))
         _check_weights(cached, family)  # a cache holding only some parts is no full copy
         if model_kind(cached):
             return cached
@@ -165,8 +165,9 @@ def _from_hub(repo_id: str, target: Path, family: str, half: bool = False) -> Pa
                 " (fp16 files)" if half else "", target)
     try:
         if half:  # the fp16 files first; then the full-precision files of the parts that have none
-            snapshot_download(repo_id, local_dir=str(target), allow_patterns=HALF_PATTERNS, ignore_patterns=PICKLES)
-        parts = [part for part in WEIGHT_PARTS[family] if not _weight_files(target / part)]
+            snapshot_download(repo_id, local_dir=str(target), allow_patterns=HALF_PATTERNS,
+                              ignore_patterns=NOT_SAFETENSORS)
+        parts = [part for part in WEIGHT_PARTS[family] if not any(_weight_files(target / part))]
         if parts or not half:
             weights = [f"{part}/*.safetensors".removeprefix("./") for part in parts]
             snapshot_download(repo_id, local_dir=str(target), allow_patterns=[*CONFIG_PATTERNS, *weights],
@@ -216,13 +217,13 @@ def _weight_files(part: Path) -> tuple[list[str], list[str]]:
     names = [f.name for f in part.iterdir() if f.name.endswith(".safetensors")] if part.is_dir() else []
     full = [n for n in names if "." not in n.removesuffix(".safetensors")]
     half = [n for n in names if f".{FP16}" in n and n not in full]
-    return (full, half) if full or half else ()
+    return full, half
 
 
 def variant(part: Path, dtype: torch.dtype) -> str | None:
     """The files a part loads: the fp16 variant in fp16 when it has one, or when it has nothing else (cast to
     ``dtype``, with a logged note); else the full-precision files."""
-    full, half = _weight_files(part) or ([], [])
+    full, half = _weight_files(part)
     if half and (dtype == torch.float16 or not full):
         if dtype != torch.float16:
             log.info("Kandinsky 2.2: %s holds only fp16 weights: loading them as %s.", part, dtype)
@@ -234,7 +235,7 @@ def _check_weights(folder: Path, family: str) -> None:
     """Each weight part of ``family`` must hold full-precision or fp16-variant safetensors; pickles are refused,
     never unpickled."""
     for part in WEIGHT_PARTS[family]:
-        if _weight_files(folder / part):
+        if any(_weight_files(folder / part)):
             continue
         names = [f.name for f in (folder / part).iterdir()] if (folder / part).is_dir() else []
         weights = [n for n in names if n.endswith(".safetensors")]

@@ -180,6 +180,9 @@ def _unload(patchers) -> None:
             mm.current_loaded_models.pop(i).model_unload()
 
 
+MOVQ_ACTIVATIONS = 4.0  # the MoVQ works at full resolution: its activations per latent cell beside an SD UNet's
+
+
 def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -> int:
     """Memory the activations of a run take beside the weights: ComfyUI's own estimate for an SD UNet of the
     same latent area (batch x height x width), times ``scale`` (more for the MoVQ, which works at full size)."""

@@ -57,6 +57,7 @@ class Kandinsky22Config(comfy.supported_models_base.BASE):
                                   "linear_start": schedule.get("beta_start", 0.0001),
                                   "linear_end": schedule.get("beta_end", 0.02),
                                   "timesteps": schedule.get("num_train_timesteps", 1000)}
+        self.latent_format.latent_channels = decoder.latent_channels  # the loaded MoVQ's
         factors = decoder.preview_factors
         self.latent_format.latent_rgb_factors = None if factors is None else factors.tolist()
 
@@ -205,9 +206,12 @@ class Kandinsky22VAE(comfy.sd.VAE):
         self.output_channels = self.input_channels = self.real_output_channels = 3
         self.process_input = lambda image: image * 2.0 - 1.0
         self.process_output = lambda image: torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
+        def memory(latent_area, dtype):
+            return bridge.activation_bytes(latent_area, dtype, bridge.MOVQ_ACTIVATIONS)
+
         cells = self.downscale_ratio ** 2  # pixels per latent cell
-        self.memory_used_encode = lambda shape, dtype: bridge.activation_bytes(shape[2] * shape[3] // cells, dtype, 4)
-        self.memory_used_decode = lambda shape, dtype: bridge.activation_bytes(shape[2] * shape[3], dtype, 4)
+        self.memory_used_encode = lambda shape, dtype: memory(shape[2] * shape[3] // cells, dtype)
+        self.memory_used_decode = lambda shape, dtype: memory(shape[2] * shape[3], dtype)
         self.disable_offload = self.not_video = False
         self.crop_input = True
         self.downscale_index_formula = self.upscale_index_formula = self.extra_1d_channel = None
