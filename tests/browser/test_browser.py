@@ -81,16 +81,29 @@ class Page:
         self.log.close()
 
 
-@pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    """ComfyUI's page, set up (the server fixture put the workflows' pictures into its input folder already)."""
-    page = Page(tmp_path_factory.mktemp("chromium") / "profile")
+def open_comfyui(profile: Path, url: str, viewport: tuple[int, int] | None = None) -> Page:
+    """Chromium on ComfyUI's page at ``url`` (in a window of ``viewport`` pixels), once the page has set up."""
+    page = Page(profile)
     try:
-        page.send("Page.navigate", url=server.url)
+        if viewport:
+            page.send("Emulation.setDeviceMetricsOverride", width=viewport[0], height=viewport[1],
+                      deviceScaleFactor=1, mobile=False)
+        page.send("Page.navigate", url=url)
         deadline = time.time() + 60
         while not page.call("() => !!(window.app && window.app.graph && window.app.ui)"):
             assert time.time() < deadline, "ComfyUI's page did not set up"
             time.sleep(0.3)
+    except BaseException:
+        page.close()
+        raise
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(server, tmp_path_factory):
+    """ComfyUI's page, set up (the package put the workflows' pictures into the server's input folder already)."""
+    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url)
+    try:
         yield page
     finally:
         page.close()

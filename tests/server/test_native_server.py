@@ -96,7 +96,7 @@ def test_every_sampler_and_scheduler_the_server_lists_runs(server, object_info):
     assert "euler" in samplers and "normal" in schedulers
     failed = {}
     for sampler in samplers:
-        graph = {k: v for k, v in ksampler_graph().items() if k in "1234"}  # one prompt a sampler
+        graph = {k: v for k, v in ksampler_graph().items() if k in ("1", "2", "3", "4")}  # one prompt a sampler
         for i, scheduler in enumerate(schedulers):
             graph[f"k{i}"] = {"class_type": "KSampler", "inputs": {
                 **ksampler_graph(sampler=sampler, scheduler=scheduler)["6"]["inputs"], "latent_image": [f"e{i}", 0]}}
@@ -213,7 +213,7 @@ def test_latents_of_another_channel_count_are_a_clear_error(server, decode):
     graph["8"]["class_type"] = decode
     graph["8"]["inputs"] = {"samples": ["5", 0], "vae": ["2", 3]} if decode == "VAEDecode" else {
         "latent": ["5", 0], "movq": ["2", 1]}
-    graph = {k: v for k, v in graph.items() if k not in "67"}
+    graph = {k: v for k, v in graph.items() if k not in ("6", "7")}  # no KSampler
     assert "latent has shape (1, 16, 8, 8) but" in error_of(server, graph)
     succeeded(server, ksampler_graph(seed=5))
 

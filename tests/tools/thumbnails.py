@@ -1,6 +1,6 @@
 """Pictures of the shipped UI workflows as ComfyUI's page shows them: workflows/NAME.jpg (the template thumbnail
 today's ComfyUI serves, and the README's pictures), with the sha256 of each workflows/NAME.json they show in
-workflows/thumbnails.sha256 (tests/test_thumbnails.py fails when a picture is older than its workflow).
+workflows/thumbnails.sha256 (tests/server/test_ui_workflows.py fails when a picture is older than its workflow).
 
     python tests/ui_workflows.py && python tests/tools/thumbnails.py   # after changing a workflow or the layout
 
@@ -18,7 +18,7 @@ TESTS = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(TESTS), str(TESTS / "browser"), str(TESTS.parent)]
 
 from comfy_server import ComfyServer  # noqa: E402
-from test_browser import LOAD, Page  # noqa: E402
+from test_browser import LOAD, open_comfyui  # noqa: E402
 from ui_workflows import THUMBNAIL_HASHES, WORKFLOWS, digest  # noqa: E402
 
 
@@ -28,11 +28,7 @@ def main() -> None:
         server = ComfyServer(Path(tmp), Path(tmp) / "models").start()
         page = None
         try:
-            page = Page(Path(tmp) / "chromium" / "profile")
-            page.send("Emulation.setDeviceMetricsOverride", width=1920, height=1080, deviceScaleFactor=1, mobile=False)
-            page.send("Page.navigate", url=server.url)
-            page.call("""async () => { while (!(window.app && app.graph && app.ui))
-                await new Promise((resolve) => setTimeout(resolve, 300)); }""")
+            page = open_comfyui(Path(tmp) / "chromium" / "profile", server.url, viewport=(1920, 1080))
             lines = []
             for path in sorted(WORKFLOWS.glob("*.json")):
                 loaded = page.call(LOAD, path.name, path.read_text())
