@@ -120,9 +120,12 @@ class ComfyServer:
         self.log.flush()
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
 
-    def get(self, path: str):
+    def read(self, path: str) -> bytes:
         with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            return json.loads(r.read())
+            return r.read()
+
+    def get(self, path: str):
+        return json.loads(self.read(path))
 
     def post(self, path: str, body: dict):
         """(status, json) of a POST; error statuses are returned, not raised."""

@@ -23,6 +23,8 @@ EXTRA_VALUES = {"control_after_generate": "fixed", "upload": "image"}  # seeds s
 # is the same graph in both. They must be their node's last widgets (widgets_values is read by position), and an API
 # file holds them at that default: today's server wants every required input, 2024-03's drops one it does not declare.
 NEWER_WIDGETS = {"InpaintModelConditioning": ("noise_mask",)}
+TITLE, SLOT = 30, 20  # LiteGraph's NODE_TITLE_HEIGHT (drawn above pos) and NODE_SLOT_HEIGHT
+PICTURE = 200  # the height a LoadImage or SaveImage node gives its picture
 
 DESCRIPTIONS = {
     "txt2img": "Text to image: Prior Encode turns the prompt into a CLIP image embedding, Text to Image paints "
@@ -126,16 +128,17 @@ def note_text(name: str, api: dict) -> str:
 
 def node_size(info: dict, values: list) -> list[int]:
     """A size close to what the frontend computes (it grows a node that is too small, never shrinks one), wide
-    enough to show a hub id in full."""
+    enough to show its title (14 px font) and each widget's name and value (12 px) in full, and no wider."""
     specs = [s for _, s in saved_widgets(info) if s]
-    text = any(s[0] == "STRING" for s in specs)
     multiline = sum(1 for s in specs if s[0] == "STRING" and options(s).get("multiline"))
     shows_picture = info.get("output_node") or any(options(s).get("image_upload") for s in specs)
     rows = len(saved_widgets(info)) + len(NEWER_WIDGETS.get(info["name"], ()))  # room for them in any ComfyUI
-    height = 20 * max(len(sockets(info)), len(info["output"]), 1) + 24 * rows + 100 * multiline + 14
-    longest = max((len(v) for v in values if isinstance(v, str) and "\n" not in v), default=0)
-    width = 400 if text or shows_picture else max(320, 7 * longest + 120)
-    return [width, height + (320 if shows_picture else 0)]
+    height = SLOT * max(len(sockets(info)), len(info["output"]), 1) + 24 * rows + 50 * multiline + 14
+    shown = [len(name) + len(str(value)) for (name, spec), value in zip(saved_widgets(info), values)
+             if not (spec and options(spec).get("multiline"))]
+    width = max(300 if multiline or shows_picture else 240, 8 * len(info["display_name"]) + 60,
+                13 * max(shown, default=0) // 2 + 70)
+    return [width, height + (PICTURE if shows_picture else 0)]
 
 
 def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
@@ -204,8 +207,10 @@ STAGES = ("Loaders", "Prior", "Decoder", "Output")
 DECODERS = {"Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "Kandinsky22ControlNet",
             "Kandinsky22ControlNetImg2Img", "KSampler", "KSamplerAdvanced"}
 OUTPUTS = {"Kandinsky22MoVQDecode", "VAEDecode", "SaveImage", "PreviewImage"}
-TITLE, SLOT = 30, 20  # LiteGraph's NODE_TITLE_HEIGHT (drawn above pos) and NODE_SLOT_HEIGHT
-GAP_X, GAP_Y, CLEAR, TOP = 100, 70, 30, 100  # between columns, between stacked nodes, between a link and a node
+GAP_X, GAP_Y, CLEAR, TOP = 40, 40, 30, 100  # between columns, between nodes (title bar to the next badge), link to node
+CANVAS = (1856, 1002)  # the canvas of today's ComfyUI page in a 1920 x 1080 window
+READABLE = 0.7  # the page's 14 px node text is 10 px at 70 % (it stops drawing text below 8 px)
+STAGE_GAP, MARGIN = 20, 15  # between stages' groups, and around a stage's nodes in its group (title: TITLE more)
 
 
 def stage(node_type: str) -> int:
@@ -263,6 +268,27 @@ def links_under_nodes(boxes: dict, links: list) -> list[tuple]:
     return out
 
 
+def misgrouped(boxes: dict, groups: dict[str, list], types: dict) -> list[tuple]:
+    """(node id, the titles of the groups holding it) for each node of ``boxes`` ({id: [x, y, w, h]}) not held by
+    exactly its stage's group (``groups``: {title: [x, y, w, h]}); a Note belongs to none. Also a group missing."""
+    out = [(None, sorted(groups))] if sorted(groups) != sorted(
+        {STAGES[stage(t)] for t in types.values() if t != "Note"}) else []
+    for node_id, (x, y, w, h) in boxes.items():
+        held = [title for title, (gx, gy, gw, gh) in groups.items()
+                if gx <= x and x + w <= gx + gw and gy <= y and y + h <= gy + gh]
+        if held != ([] if types[node_id] == "Note" else [STAGES[stage(types[node_id])]]):
+            out.append((node_id, held))
+    return out
+
+
+def zoom_to_fit(rects: list[list]) -> float:
+    """The largest zoom, at most 100 %, at which rectangles [x, y, w, h] fit whole (with a 20 px margin) into the
+    canvas of today's ComfyUI page in a 1920 x 1080 window (its side bar and menus take the rest)."""
+    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+    x1, y1 = max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects)
+    return min(1.0, (CANVAS[0] - 40) / (x1 - x0), (CANVAS[1] - 40) / (y1 - y0))
+
+
 def file_links(nodes: dict[int, dict], links: list) -> list:
     """The links of a UI file as links_under_nodes takes them."""
     return [[link[0], link[1], link[3], *link_ends(nodes, link)] for link in links]
@@ -271,7 +297,8 @@ def file_links(nodes: dict[int, dict], links: list) -> list:
 def layout(nodes: list[dict], links: list) -> list[dict]:
     """Sets every node's pos and returns the stages' groups. Stages run left to right; in a stage a column per link
     depth within it. A link that jumps columns runs above the nodes of the columns it passes (they move down below
-    it); of the orders of each column's nodes, the lowest graph with no link under a node (else the fewest)."""
+    it); of the orders of each column's nodes, the lowest graph with no link under a node, the columns as close as
+    that allows."""
     by_id = {node["id"]: node for node in nodes}
     note, *graph = nodes
     sources: dict[int, list[int]] = {}
@@ -288,21 +315,23 @@ def layout(nodes: list[dict], links: list) -> list[dict]:
     keys = sorted({(stage(n["type"]), depth_in_stage(n["id"])) for n in graph})
     column = {n["id"]: keys.index((stage(n["type"]), depth_in_stage(n["id"]))) for n in graph}
     columns = [[n for n in graph if column[n["id"]] == c] for c in range(len(keys))]
-    x = 40
-    for c, members in enumerate(columns):
-        if c and keys[c][0] != keys[c - 1][0]:
-            x += GAP_X  # room for the groups' edges
-        width = max(node["size"][0] for node in members)
-        for node in members:  # one width: a link leaves a column at its right edge, clear of the nodes above
-            node["pos"], node["size"][0] = [x, TOP], width
-        x += width + GAP_X
+
+    def spread(gap: int) -> None:  # columns ``gap`` apart (stages the groups' edges more)
+        x = 40
+        for c, members in enumerate(columns):
+            if c and keys[c][0] != keys[c - 1][0]:
+                x += 2 * MARGIN + STAGE_GAP - GAP_X
+            width = max(node["size"][0] for node in members)
+            for node in members:  # one width: a link leaves a column at its right edge, clear of the nodes above
+                node["pos"], node["size"][0] = [x, TOP], width
+            x += width + gap
 
     def place(order: tuple) -> tuple:
         for members in order:
             y = TOP
             for node in members:
                 node["pos"][1] = y
-                y += node["size"][1] + GAP_Y
+                y += node["size"][1] + TITLE + GAP_Y
         for _ in range(50):  # push the nodes a jumping link passes under below it, until none moves
             moved = False
             for link in links:
@@ -315,7 +344,7 @@ def layout(nodes: list[dict], links: list) -> list[dict]:
                             y = below
                             for lower in order[c][k:]:  # it and the nodes under it
                                 lower["pos"][1] = y = max(lower["pos"][1], y)
-                                y += lower["size"][1] + GAP_Y
+                                y += lower["size"][1] + TITLE + GAP_Y
                             moved = True
                             break
             if not moved:
@@ -323,20 +352,26 @@ def layout(nodes: list[dict], links: list) -> list[dict]:
         height = max(node["pos"][1] + node["size"][1] for node in graph)
         return height, sum(abs(a[1] - b[1]) for a, b in (link_ends(by_id, link) for link in links))
 
-    orders = sorted(itertools.islice(itertools.product(*map(itertools.permutations, columns)), 5000), key=place)
-    crossed = []  # the lowest order whose links pass under no node, else the one with the fewest
-    for order in orders:
+    def clear(order: tuple) -> bool:
         place(order)
-        crossed.append(len(links_under_nodes({n["id"]: box(n) for n in graph}, file_links(by_id, links))))
-        if not crossed[-1]:
+        return not links_under_nodes({n["id"]: box(n) for n in graph}, file_links(by_id, links))
+
+    # The closest columns (a link climbing far bends wide) and, in them, the lowest order passing under no node.
+    for gap in range(GAP_X, 4 * GAP_X + 1, GAP_X // 4):
+        spread(gap)
+        orders = sorted(itertools.islice(itertools.product(*map(itertools.permutations, columns)), 5000), key=place)
+        best = next((order for order in orders if clear(order)), None)
+        if best:
             break
-    place(orders[crossed.index(min(crossed))])
+    else:
+        raise ValueError("no layout without a link under a node")
+    place(best)
     groups = []
     for index, title in enumerate(STAGES):
         rects = [box(n) for n in graph if stage(n["type"]) == index]
         if rects:
-            x0, y0 = min(r[0] for r in rects) - 20, min(r[1] for r in rects) - 60
-            x1, y1 = max(r[0] + r[2] for r in rects) + 20, max(r[1] + r[3] for r in rects) + 20
+            x0, y0 = min(r[0] for r in rects) - MARGIN, min(r[1] for r in rects) - MARGIN - TITLE
+            x1, y1 = max(r[0] + r[2] for r in rects) + MARGIN, max(r[1] + r[3] for r in rects) + MARGIN
             groups.append({"title": title, "bounding": [x0, y0, x1 - x0, y1 - y0], "color": "#3f789e",
                            "font_size": 24})
     # The Note: under the graph's lowest ends (last stage, then first), where it covers nothing.

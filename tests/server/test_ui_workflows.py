@@ -4,9 +4,9 @@ import json
 import re
 
 import pytest
-from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, WORKFLOWS, api_files, box, default, digest, dumps, file_links,
-                          generated, links_under_nodes, saved_widgets, sockets, stage, thumbnail_hashes, widgets,
-                          with_defaults)
+from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, READABLE, WORKFLOWS, api_files, box, default, digest, dumps,
+                          file_links, generated, links_under_nodes, misgrouped, saved_widgets, sockets, stage,
+                          thumbnail_hashes, widgets, with_defaults, zoom_to_fit)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
 SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate", "ksampler_txt2img",
@@ -109,10 +109,14 @@ def test_models_pictures_and_note(path):
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
 def test_layout(path):
-    """Stages left to right, no link under a node (as the file places them; the browser test checks the page)."""
+    """Stages left to right, each in its group, no link under a node, the whole graph on one 1920 x 1080 screen at a
+    readable zoom (as the file places them; the browser test checks the page)."""
     ui, nodes = load(path)
     boxes = {i: box(node) for i, node in nodes.items()}
     assert links_under_nodes(boxes, file_links(nodes, ui["links"])) == []
+    groups = {group["title"]: group["bounding"] for group in ui["groups"]}
+    assert misgrouped(boxes, groups, {i: node["type"] for i, node in nodes.items()}) == []
+    assert zoom_to_fit([*boxes.values(), *groups.values()]) >= READABLE
     right = {}
     for i, node in nodes.items():
         if node["type"] != "Note":
