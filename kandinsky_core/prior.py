@@ -54,12 +54,17 @@ def needs_image_encoder(bundle: PriorBundle, negative_prompt: str) -> bool:
     return not negative_prompt and bundle.zero_embed is None
 
 
-def _check(steps: int, batch_size: int, guidance_scale: float) -> None:
+def check(steps: int, batch_size: int, guidance_scale: float, seed: int, strength: float | None = None) -> None:
+    """The checks of text_to_embeds (and, with ``strength``, emb2emb): cheap, so that a caller can run them before
+    it loads the models."""
     check_guidance(guidance_scale)
+    generator(seed)
     if steps < 2:
         raise KandinskyError(f"steps is {steps}: the prior's scheduler needs at least 2 steps.")
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
+    if strength is not None and start_step(steps, strength) == steps:
+        raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
 
 
 def _prompts(prompt: str, negative_prompt: str):
@@ -108,7 +113,7 @@ def text_to_embeds(bundle: PriorBundle, prompt: str, negative_prompt: str = "", 
                    callback: StepCallback | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) embeddings ``[batch_size, D]``, as KandinskyV22PriorPipeline makes them.
     An empty negative prompt means none: the negative is then the zero-image embedding."""
-    _check(steps, batch_size, guidance_scale)
+    check(steps, batch_size, guidance_scale, seed)
     rng = generator(seed)
     device = torch.device(device)
     prompts, uncond = _prompts(prompt, negative_prompt)
@@ -146,7 +151,7 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
     """(positive, negative) from a picture's embedding noised to ``strength`` and denoised towards the prompt,
     as KandinskyV22PriorEmb2EmbPipeline does. ``images`` [N, 3, H, W] in 0..1 give ``N * batch_size`` rows, each
     picture's ``batch_size`` together (the reference with the prompt given once per picture)."""
-    _check(steps, batch_size, guidance_scale)
+    check(steps, batch_size, guidance_scale, seed, strength)
     rng = generator(seed)
     first = start_step(steps, strength)
     device = torch.device(device)
@@ -156,8 +161,6 @@ def emb2emb(bundle: PriorBundle, prompt: str, images: torch.Tensor, strength: fl
     scheduler = _scheduler(bundle, steps, device)
     timesteps = scheduler.timesteps[first:]
     latents = image_embeds.repeat(len(prompts), 1).to(text[0].dtype)  # the same pictures for the negative prompt
-    if len(timesteps) == 0:
-        raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
     noise = randn_tensor(latents.shape, generator=rng, device=device, dtype=latents.dtype)
     latents = scheduler.add_noise(latents, noise, timesteps[:1].repeat(latents.shape[0]))
     latents = _denoise(bundle, scheduler, latents, timesteps, text, guidance_scale, rng, callback)

@@ -20,5 +20,6 @@ class Kandinsky22DepthHint(bridge.KandinskyNode):
         }}
 
     def run(self, depth_model, image):
+        pictures = bridge.image_to_bchw(image)  # checked before the depth model loads
         with bridge.loaded(depth_model.model) as dev:
-            return (bridge.bchw_to_image(depth.make_hint(depth_model, bridge.image_to_bchw(image), dev)),)
+            return (bridge.bchw_to_image(depth.make_hint(depth_model, pictures, dev)),)

@@ -31,6 +31,7 @@ class Kandinsky22PriorEncode(bridge.KandinskyNode):
         return {"required": {"prior": inputs.PRIOR, "prompt": inputs.PROMPT, **inputs.prior_inputs()}}
 
     def run(self, prior, prompt, negative_prompt, guidance_scale, steps, seed, batch_size):
+        prior_stage.check(steps, batch_size, guidance_scale, seed)  # before any model loads
         with bridge.loaded(*prior_models(prior, prior_stage.needs_image_encoder(prior, negative_prompt))) as dev:
             return outputs(prior_stage.text_to_embeds(
                 prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=seed,
@@ -58,9 +59,11 @@ class Kandinsky22PriorEmb2Emb(bridge.KandinskyNode):
             **inputs.prior_inputs()}}
 
     def run(self, prior, prompt, image, strength, negative_prompt, guidance_scale, steps, seed, batch_size):
+        pictures = bridge.image_to_bchw(image)  # the inputs checked before any model loads
+        prior_stage.check(steps, batch_size, guidance_scale, seed, strength)
         with bridge.loaded(*prior_models(prior)) as dev:
             return outputs(prior_stage.emb2emb(
-                prior, prompt, bridge.image_to_bchw(image), strength, negative_prompt,
+                prior, prompt, pictures, strength, negative_prompt,
                 guidance_scale=guidance_scale, steps=steps, seed=seed, batch_size=batch_size, device=dev,
                 callback=bridge.step_callback(steps)))
 
@@ -78,6 +81,7 @@ class Kandinsky22ImageEncode(bridge.KandinskyNode):
         return {"required": {"prior": inputs.PRIOR, "image": inputs.image("The picture(s) to encode.")}}
 
     def run(self, prior, image):
+        pictures = bridge.image_to_bchw(image)  # checked before the encoder loads
         with bridge.loaded(prior.image_encoder) as dev:
-            return outputs([prior_stage.image_to_embeds(prior, bridge.image_to_bchw(image), dev)])
+            return outputs([prior_stage.image_to_embeds(prior, pictures, dev)])
 

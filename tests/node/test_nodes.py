@@ -6,7 +6,7 @@ import torch
 
 import reference
 import tiny_models
-from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID
+from helpers import CONTROLNET_ID, DECODER_ID, DEPTH_ID, INPAINT_ID, PRIOR_ID
 
 # The node contract (shared/design/NODES.md): ids, input names in order, output types. Never rename.
 CONTRACT = {
@@ -149,16 +149,26 @@ def test_the_unet_is_budgeted_for_both_guidance_halves_of_the_whole_batch(run_no
     ("Kandinsky22Txt2Img", dict(scheduler="nope")), ("Kandinsky22Txt2Img", dict(width=0)),
     ("Kandinsky22Img2Img", dict(strength=2.0)), ("Kandinsky22Img2Img", dict(positive=torch.zeros(3))),
     ("Kandinsky22MoVQDecode", dict(latent={"samples": torch.zeros(1, 16, 8, 8)})),
+    ("Kandinsky22PriorEncode", dict(steps=1)), ("Kandinsky22PriorEncode", dict(seed=-1)),
+    ("Kandinsky22PriorEmb2Emb", dict(strength=0.01)), ("Kandinsky22PriorEmb2Emb", dict(image=torch.zeros(1, 8, 8))),
+    ("Kandinsky22ImageEncode", dict(image=torch.zeros(1, 8, 8, 2))),
+    ("Kandinsky22DepthHint", dict(image=torch.zeros(0, 8, 8, 3))),
 ], ids=lambda x: x if isinstance(x, str) else "-".join(x))
 def test_a_bad_input_loads_no_model(run_node, loaded, loads, node, change):
-    _, decoder, movq = loaded
+    prior, decoder, movq = loaded
     embeds = torch.zeros(1, tiny_models.EMBED)
-    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    latent, image = {"samples": torch.zeros(1, 4, 8, 8)}, torch.rand(1, 64, 64, 3)
     sampler = dict(decoder=decoder, positive=embeds, negative=embeds, steps=1, guidance_scale=4.0, seed=0,
                    scheduler="default")
+    prompt = dict(prior=prior, prompt="a cat", negative_prompt="", guidance_scale=4.0, steps=25, seed=0, batch_size=1)
     inputs = {"Kandinsky22Txt2Img": dict(sampler, width=64, height=64, batch_size=1),
               "Kandinsky22Img2Img": dict(sampler, latent=latent, strength=0.5),
-              "Kandinsky22MoVQDecode": dict(movq=movq, latent=latent)}[node]
+              "Kandinsky22MoVQDecode": dict(movq=movq, latent=latent),
+              "Kandinsky22PriorEncode": prompt,
+              "Kandinsky22PriorEmb2Emb": dict(prompt, image=image, strength=0.3),
+              "Kandinsky22ImageEncode": dict(prior=prior, image=image),
+              "Kandinsky22DepthHint": dict(depth_model=run_node("Kandinsky22DepthLoader", model=DEPTH_ID)[0],
+                                           image=image)}[node]
     with pytest.raises(ValueError, match=f"^{node}: "):
         run_node(node, **(inputs | change))
     assert loads == []  # checked before ComfyUI was asked to load anything
