@@ -1,6 +1,7 @@
 """The ComfyUI-native path in a real ComfyUI server: KSampler on the loader's MODEL with Kandinsky 2.2 Conditioning,
 ComfyUI's VAE, latent and inpaint nodes, every sampler and scheduler the server lists, and its model patches."""
 import io
+import re
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import reference
+from comfy_server import comfyui_source
 from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, PRIOR_ID, progress, saved_pixels
 
 PROMPT = dict(prompt="a red fox", negative_prompt="blurry", guidance_scale=4.0, steps=2, seed=11, batch_size=1)
@@ -16,7 +18,7 @@ PROMPT = dict(prompt="a red fox", negative_prompt="blurry", guidance_scale=4.0, 
 # UNet is a clear error; the rest run. Those the running ComfyUI has are tried.
 PATCHES = {"FreeU": False, "FreeU_V2": False, "SelfAttentionGuidance": False, "PerturbedAttentionGuidance": False,
            "HyperTile": False, "TomePatchModel": False, "RescaleCFG": True, "ModelSamplingDiscrete": True,
-           "DifferentialDiffusion": True, "CFGZeroStar": True, "PerpNeg": True}
+           "DifferentialDiffusion": True, "CFGZeroStar": True, "PerpNeg": True, "EasyCache": True, "LazyCache": True}
 
 
 def ksampler_graph(decoder=DECODER_ID, side=64, steps=2, seed=3, sampler="euler", scheduler="normal", denoise=1.0,
@@ -169,6 +171,23 @@ def test_model_patches_run_or_are_clear_errors_and_the_server_goes_on(server, ob
         else:
             assert "carries ComfyUI UNet patches" in error_of(server, graph), node
         succeeded(server, ksampler_graph(seed=4))
+
+
+def test_model_wrappers_run_around_this_model(server, object_info):
+    """Today's ComfyUI runs a model's DIFFUSION_MODEL wrappers around its network's call: EasyCache at its highest
+    threshold skips steps of this MODEL too (it says how many in the log). The 2024-03 ComfyUI has no wrappers."""
+    if not (comfyui_source() / "comfy" / "patcher_extension.py").is_file():
+        assert "EasyCache" not in object_info
+        return
+    graph = ksampler_graph(steps=6)
+    graph["20"] = {"class_type": "EasyCache", "inputs": {"model": ["2", 2], "reuse_threshold": 3.0,
+                                                         "start_percent": 0.0, "end_percent": 1.0, "verbose": False}}
+    graph["6"]["inputs"]["model"] = ["20", 0]
+    plain = latents(server, succeeded(server, ksampler_graph(steps=6)))
+    cached = latents(server, succeeded(server, graph))
+    skipped = re.findall(r"EasyCache - skipped (\d+)/6 steps", server.log_tail(200))
+    assert skipped and int(skipped[-1]) > 0, server.log_tail()
+    assert not torch.equal(cached, plain)  # the skipped steps reused the cache
 
 
 def test_comfyuis_other_sampler_nodes_run(server, object_info):
