@@ -58,11 +58,11 @@ def check(steps: int, batch_size: int, guidance_scale: float, seed: int, strengt
     """The checks of text_to_embeds (and, with ``strength``, emb2emb): cheap, so that a caller can run them before
     it loads the models."""
     check_guidance(guidance_scale)
-    generator(seed)
     if steps < 2:
         raise KandinskyError(f"steps is {steps}: the prior's scheduler needs at least 2 steps.")
     if batch_size < 1:
         raise KandinskyError(f"batch_size is {batch_size}: it must be 1 or more.")
+    generator(seed)
     if strength is not None and start_step(steps, strength) == steps:
         raise KandinskyError(f"strength {strength} with {steps} steps runs no step: raise strength or steps.")
 

@@ -12,7 +12,7 @@ import comfy.supported_models_base
 import comfy.utils
 import torch
 
-try:  # model wrappers (EasyCache and the like): ComfyUI of 2024-09 on
+try:  # model wrappers (EasyCache and the like): ComfyUI with comfy/patcher_extension.py (since late 2024)
     from comfy.patcher_extension import WrapperExecutor, WrappersMP, get_all_wrappers
 except ImportError:
     WrapperExecutor = None
@@ -104,20 +104,21 @@ class DiffusersUNet(torch.nn.Module):
     def dtype(self):  # BaseModel.get_dtype reads it
         return self.unet.dtype
 
-    def forward(self, x, timesteps, context=None, control=None, transformer_options={}, **kwargs):
+    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
         patches = sorted({n for key in ("patches", "patches_replace") for n in transformer_options.get(key) or {}})
         if patches:
             raise KandinskyError(f"{MODEL}: it carries ComfyUI UNet patches ({', '.join(patches)}: FreeU, "
                                  f"SAG, PAG, HyperTile and the like patch ComfyUI's own UNet code, which a diffusers "
                                  f"UNet does not run): remove the model-patching node.")
         if WrapperExecutor is None:
-            return self._forward(x, timesteps, context, control, transformer_options, **kwargs)
-        # As ComfyUI's own networks do: the model's DIFFUSION_MODEL wrappers (EasyCache) run around the call.
+            return self._forward(x, timesteps, context, y, control, transformer_options, **kwargs)
+        # As ComfyUI's UNet does (same arguments, y unused): the model's DIFFUSION_MODEL wrappers (EasyCache) run
+        # around the call.
         wrappers = get_all_wrappers(WrappersMP.DIFFUSION_MODEL, transformer_options)
         return WrapperExecutor.new_class_executor(self._forward, self, wrappers).execute(
-            x, timesteps, context, control, transformer_options, **kwargs)
+            x, timesteps, context, y, control, transformer_options, **kwargs)
 
-    def _forward(self, x, timesteps, context, control, transformer_options, hint=None, **kwargs):
+    def _forward(self, x, timesteps, context, y, control, transformer_options, hint=None, **kwargs):
         return sampling.predict_noise(self.unet, x, timesteps, context[:, 0], self.channels, hint)
 
 

@@ -196,9 +196,16 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
         for slot, output in enumerate(node["outputs"]):
             output["links"] = out_links.get((node["id"], slot))
 
-    groups = layout(nodes, links)
+    try:
+        groups = layout(nodes, links)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    # The view today's page opens it at (the 2024-03 page keeps its own): whole, in a 1920 x 1080 window.
+    rects = [box(node) for node in nodes] + [group["bounding"] for group in groups]
+    scale, (x0, y0, _, _) = zoom_to_fit(rects), bounds(rects)
+    view = {"scale": round(scale, 4), "offset": [round(FIT_MARGIN / scale - x0, 1), round(FIT_MARGIN / scale - y0, 1)]}
     return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": groups,
-            "config": {}, "extra": {}, "version": 0.4}
+            "config": {}, "extra": {"ds": view}, "version": 0.4}
 
 
 # ---- layout -----------------------------------------------------------------------------------------------------
@@ -207,10 +214,12 @@ STAGES = ("Loaders", "Prior", "Decoder", "Output")
 DECODERS = {"Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "Kandinsky22ControlNet",
             "Kandinsky22ControlNetImg2Img", "KSampler", "KSamplerAdvanced"}
 OUTPUTS = {"Kandinsky22MoVQDecode", "VAEDecode", "SaveImage", "PreviewImage"}
-GAP_X, GAP_Y, CLEAR, TOP = 40, 40, 30, 100  # between columns, between nodes (title bar to the next badge), link to node
-CANVAS = (1856, 1002)  # the canvas of today's ComfyUI page in a 1920 x 1080 window
+GAP_X, CLEAR, TOP = 40, 30, 100  # between columns (at the closest), between a link and a node, the first row's y
+GAP_Y = 40  # between a node and the title bar of the one below (room for today's node badge above a title)
+STAGE_GAP, MARGIN = 20, 15  # between stages' groups (at the closest), around a stage's nodes in its group (+ TITLE)
+CANVAS = (1856, 1002)  # the canvas of today's ComfyUI page in a 1920 x 1080 window (checked in the browser test)
+FIT_MARGIN = 20  # around a graph fitted to the canvas
 READABLE = 0.7  # the page's 14 px node text is 10 px at 70 % (it stops drawing text below 8 px)
-STAGE_GAP, MARGIN = 20, 15  # between stages' groups, and around a stage's nodes in its group (title: TITLE more)
 
 
 def stage(node_type: str) -> int:
@@ -268,25 +277,31 @@ def links_under_nodes(boxes: dict, links: list) -> list[tuple]:
     return out
 
 
-def misgrouped(boxes: dict, groups: dict[str, list], types: dict) -> list[tuple]:
+def misgrouped(boxes: dict, groups: list[tuple[str, list]], types: dict) -> list[tuple]:
     """(node id, the titles of the groups holding it) for each node of ``boxes`` ({id: [x, y, w, h]}) not held by
-    exactly its stage's group (``groups``: {title: [x, y, w, h]}); a Note belongs to none. Also a group missing."""
-    out = [(None, sorted(groups))] if sorted(groups) != sorted(
-        {STAGES[stage(t)] for t in types.values() if t != "Note"}) else []
+    exactly its stage's group (``groups``: (title, [x, y, w, h]) each); a Note belongs to none. First (None, the
+    titles) when the groups are not one per stage present."""
+    titles = sorted(title for title, _ in groups)
+    out = [(None, titles)] if titles != sorted({STAGES[stage(t)] for t in types.values() if t != "Note"}) else []
     for node_id, (x, y, w, h) in boxes.items():
-        held = [title for title, (gx, gy, gw, gh) in groups.items()
+        held = [title for title, (gx, gy, gw, gh) in groups
                 if gx <= x and x + w <= gx + gw and gy <= y and y + h <= gy + gh]
         if held != ([] if types[node_id] == "Note" else [STAGES[stage(types[node_id])]]):
             out.append((node_id, held))
     return out
 
 
+def bounds(rects: list[list]) -> tuple[float, float, float, float]:
+    """(x0, y0, x1, y1) around rectangles [x, y, w, h]."""
+    return (min(r[0] for r in rects), min(r[1] for r in rects),
+            max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects))
+
+
 def zoom_to_fit(rects: list[list]) -> float:
-    """The largest zoom, at most 100 %, at which rectangles [x, y, w, h] fit whole (with a 20 px margin) into the
-    canvas of today's ComfyUI page in a 1920 x 1080 window (its side bar and menus take the rest)."""
-    x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
-    x1, y1 = max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects)
-    return min(1.0, (CANVAS[0] - 40) / (x1 - x0), (CANVAS[1] - 40) / (y1 - y0))
+    """The largest zoom, at most 100 %, at which rectangles [x, y, w, h] fit whole, FIT_MARGIN around them, into the
+    canvas of today's ComfyUI page in a 1920 x 1080 window (CANVAS)."""
+    x0, y0, x1, y1 = bounds(rects)
+    return min(1.0, (CANVAS[0] - 2 * FIT_MARGIN) / (x1 - x0), (CANVAS[1] - 2 * FIT_MARGIN) / (y1 - y0))
 
 
 def file_links(nodes: dict[int, dict], links: list) -> list:
@@ -316,7 +331,7 @@ def layout(nodes: list[dict], links: list) -> list[dict]:
     column = {n["id"]: keys.index((stage(n["type"]), depth_in_stage(n["id"]))) for n in graph}
     columns = [[n for n in graph if column[n["id"]] == c] for c in range(len(keys))]
 
-    def spread(gap: int) -> None:  # columns ``gap`` apart (stages the groups' edges more)
+    def spread(gap: int) -> None:  # columns ``gap`` apart; between stages, room for the groups' edges besides
         x = 40
         for c, members in enumerate(columns):
             if c and keys[c][0] != keys[c - 1][0]:
@@ -361,7 +376,7 @@ def layout(nodes: list[dict], links: list) -> list[dict]:
         spread(gap)
         orders = sorted(itertools.islice(itertools.product(*map(itertools.permutations, columns)), 5000), key=place)
         best = next((order for order in orders if clear(order)), None)
-        if best:
+        if best is not None:
             break
     else:
         raise ValueError("no layout without a link under a node")

@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 import websocket
 from helpers import WORKFLOWS
-from ui_workflows import declared_inputs, links_under_nodes, misgrouped, with_defaults
+from comfy_server import comfyui_source
+from ui_workflows import (CANVAS, READABLE, declared_inputs, links_under_nodes, misgrouped, with_defaults,
+                          zoom_to_fit)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+TODAYS = (comfyui_source() / "app" / "custom_node_manager.py").is_file()  # else the 2024-03 ComfyUI and page
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -101,8 +104,9 @@ def open_comfyui(profile: Path, url: str, viewport: tuple[int, int] | None = Non
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    """ComfyUI's page, set up (the package put the workflows' pictures into the server's input folder already)."""
-    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url)
+    """ComfyUI's page in a 1920 x 1080 window, set up (the package put the workflows' pictures into the input
+    folder already)."""
+    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url, viewport=(1920, 1080))
     try:
         yield page
     finally:
@@ -128,6 +132,7 @@ LOAD = """async (name, text) => {
     drop.items.add(new File([text], name, {type: "application/json"}));
     document.dispatchEvent(new DragEvent("drop", {dataTransfer: drop, bubbles: true, cancelable: true}));
     await loaded;
+    const opened = [app.canvas.ds.scale, ...app.canvas.ds.offset];  // the view the page opened it at
     const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;  // [x, y, w, h], title bar too, as the page sizes it
     const boxes = app.graph._nodes.map((n) => [n.id, [n.pos[0], n.pos[1] - title, n.size[0], n.size[1] + title]]);
     const overlaps = boxes.flatMap(([i, a]) => boxes.filter(([j, b]) => i < j && a[0] < b[0] + b[2]
@@ -146,7 +151,8 @@ LOAD = """async (name, text) => {
         [...app.graph.getNodeById(l.target_id).getConnectionPos(true, l.target_slot)]]);
     const groups = app.graph._groups.map((g) => [g.title, [...(g._bounding ?? g.bounding)]]);
     const types = Object.fromEntries(app.graph._nodes.map((n) => [n.id, n.type]));
-    return {dialog: (%s)(), overlaps, boxes, links, groups, types, prompt: (await app.graphToPrompt()).output};
+    return {dialog: (%s)(), overlaps, boxes, links, groups, types, canvas: [canvas.width, canvas.height], opened,
+            prompt: (await app.graphToPrompt()).output};
 }""" % DIALOG
 
 
@@ -164,7 +170,13 @@ def test_ui_workflow_in_browser(server, page, path):
     boxes = {node_id: box for node_id, box in loaded["boxes"]}
     assert links_under_nodes(boxes, loaded["links"]) == [], f"{path.name}: these links pass under these nodes"
     types = {int(node_id): node_type for node_id, node_type in loaded["types"].items()}
-    assert misgrouped(boxes, dict(loaded["groups"]), types) == [], f"{path.name}: nodes outside their stage's group"
+    assert misgrouped(boxes, loaded["groups"], types) == [], f"{path.name}: nodes outside their stage's group"
+    # Whole at a readable zoom in today's page in a 1920 x 1080 window (the 2024-03 page's canvas is the window).
+    assert tuple(loaded["canvas"]) == (CANVAS if TODAYS else (1920, 1080))
+    assert zoom_to_fit([*boxes.values(), *(rect for _, rect in loaded["groups"])]) >= READABLE, path.name
+    if TODAYS:  # today's page opens it at the file's view (the 2024-03 page keeps its own)
+        view = json.loads(path.read_text())["extra"]["ds"]
+        assert loaded["opened"] == pytest.approx([view["scale"], *view["offset"]])
     api = json.loads((WORKFLOWS / "api" / path.name).read_text())
     info = server.get("/object_info")
     # What the server reads of the page's prompt: the declared inputs (the page sends LoadImage's upload button too).
