@@ -247,6 +247,12 @@ def as_mask(mask):
     return mask[None] if isinstance(mask, torch.Tensor) and mask.ndim == 2 else mask
 
 
+def mask_bhw(mask: torch.Tensor) -> torch.Tensor:
+    """A mask ComfyUI made, in any of its shapes ([H, W], [B, H, W], [B, 1, H, W], or [B, C, H, W] as its sampler
+    expands a noise mask to the latent channels) -> [B, H, W]."""
+    return mask[:, 0] if mask.ndim == 4 else mask.reshape(-1, *mask.shape[-2:])
+
+
 def bchw_to_image(pixels: torch.Tensor) -> torch.Tensor:
     return pixels.movedim(1, -1).to(out_device(), torch.float32)
 

@@ -31,7 +31,7 @@ class _DecoderNode(bridge.KandinskyNode):
             kwargs["latents"] = bridge.latent_samples(latent)
             mask = latent.get("noise_mask")  # SetLatentNoiseMask's: repaint only there, as KSampler does
             if isinstance(mask, torch.Tensor) and "mask" not in kwargs:
-                kwargs["mask"] = mask.reshape(-1, *mask.shape[-2:])
+                kwargs["mask"] = bridge.mask_bhw(mask)
         callback = bridge.step_callback(steps, decoder.preview_factors)
         return (bridge.make_latent(sampler(decoder, steps=steps, load=load, callback=callback, **kwargs), latent),)
 

@@ -181,7 +181,7 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
         image = torch.zeros_like(noise) if image is None else image
         if image.shape[-2:] != noise.shape[-2:]:
             image = comfy.utils.common_upscale(image, w, h, "bilinear", "center")
-        mask = mask.reshape(-1, *mask.shape[-2:]) if mask.ndim < 4 else mask[:, 0]
+        mask = bridge.mask_bhw(mask)
         keep = sampling.keep_mask(mask, (h * self.movq_scale, w * self.movq_scale), (h, w))
         image, keep = (comfy.utils.resize_to_batch_size(x, b).to(device, torch.float32) for x in (image, keep))
         return sampling.masked_image(image, keep)

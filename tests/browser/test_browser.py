@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 import websocket
 from helpers import WORKFLOWS
-from comfy_server import comfyui_source
+from comfy_server import serves_templates
 from ui_workflows import (CANVAS, READABLE, declared_inputs, links_under_nodes, misgrouped, with_defaults,
                           zoom_to_fit)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
-TODAYS = (comfyui_source() / "app" / "custom_node_manager.py").is_file()  # else the 2024-03 ComfyUI and page
+TODAYS = serves_templates()  # today's ComfyUI and page, else the 2024-03 ones
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
