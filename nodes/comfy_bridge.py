@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import os
 import shutil
 import sys
@@ -127,22 +128,20 @@ class ModuleHolder(torch.nn.Module):
 
 
 class KandinskyPatcher(ModelPatcher):
-    """Whole models only: ComfyUI's partial (low-VRAM) loading moves only modules with a weight and leaves buffers
-    and bare parameters (the prior's positional_embedding, clip_mean, ...) on the other device."""
+    """ComfyUI's ModelPatcher for models that load and unload whole: its partial loading moves only the weights of
+    leaf modules, and runs the rest on the other device only for its own cast-on-demand layers (comfy.ops), which
+    diffusers and transformers modules are not; buffers and bare parameters (the prior's positional_embedding,
+    clip_mean, ...) would stay behind. The pack's nodes load with ``force_full_load``; these two overrides hold for
+    ComfyUI's own calls too (KSampler's load, --novram's, its memory manager's partial unload). Both take any
+    arguments the running ComfyUI passes, and change only what they must."""
 
-    def patch_model_lowvram(self, device_to=None, *args, **kwargs):  # the 2024-03 ComfyUI's partial load
-        return self.patch_model(device_to)
+    def load(self, *args, **kwargs):
+        bound = inspect.signature(super().load).bind(*args, **kwargs)
+        bound.arguments["full_load"] = True
+        return super().load(*bound.args, **bound.kwargs)
 
-    def load(self, device_to=None, lowvram_model_memory=0, force_patch_weights=False, full_load=False):  # today's
-        return super().load(device_to, lowvram_model_memory, force_patch_weights, full_load=True)
-
-    def partially_unload(self, device_to, memory_to_free=0):  # today's: nothing freed, so it is unloaded whole
+    def partially_unload(self, *args, **kwargs):  # nothing freed: ComfyUI's manager then unloads the model whole
         return 0
-
-    def clone(self, *args, **kwargs):  # the 2024-03 ComfyUI's clone is a plain ModelPatcher (today's keeps the class)
-        copy = super().clone(*args, **kwargs)
-        copy.__class__ = type(self)
-        return copy
 
 
 def make_patcher(module: torch.nn.Module) -> KandinskyPatcher:
@@ -156,10 +155,10 @@ _patchers = weakref.WeakValueDictionary()  # id(module) -> its patcher, while a 
 
 def own(output, *modules: torch.nn.Module, made: dict | None = None):
     """Make the ModelPatchers through which ComfyUI's manager loads these modules, held by ``output`` (the loader's
-    output) as ComfyUI's own MODEL and VAE outputs hold theirs: once ComfyUI drops the output, its own cleanup (its
-    reference count rule in the 2024-03 ComfyUI, weak references in today's) unloads and frees them. ``made`` maps a
-    module to the patcher it already has (the MODEL's, for the UNet): a module has one patcher, or ComfyUI's manager
-    would count it twice and unload one copy under the other."""
+    output) as ComfyUI's own MODEL and VAE outputs hold theirs: once ComfyUI drops the output, its own cleanup (weak
+    references to the patchers) unloads and frees them. ``made`` maps a module to the patcher it already has (the
+    MODEL's, for the UNet): a module has one patcher, or ComfyUI's manager would count it twice and unload one copy
+    under the other."""
     made = made or {}
     output.patchers = [made.get(m) or make_patcher(ModuleHolder(m)) for m in modules]
     _patchers.update({id(m): p for m, p in zip(modules, output.patchers)})
@@ -189,9 +188,13 @@ def activation_bytes(latent_area: int, dtype: torch.dtype, scale: float = 1.0) -
     return int(latent_area * mm.dtype_size(dtype) / 50 * 1024 * 1024 * scale)
 
 
-def items_that_fit(per_item: int, dev: torch.device) -> int:
-    """How many items of ``per_item`` activation bytes the device's free memory takes at once (at least 1)."""
-    return max(1, int(mm.get_free_memory(dev) // max(per_item, 1)))
+def items_that_fit(per_item: int, module: torch.nn.Module, dev: torch.device) -> int:
+    """How many items of ``per_item`` activation bytes fit at once (at least 1) in the free memory ComfyUI counts for
+    this model: its patcher's count where it has one (0.38 on: memory dynamic VRAM can evict counts as free), else the
+    device's."""
+    owner = patcher(module)
+    free = owner.get_free_memory(dev) if hasattr(owner, "get_free_memory") else mm.get_free_memory(dev)
+    return max(1, int(free // max(per_item, 1)))
 
 
 @contextlib.contextmanager
@@ -199,7 +202,7 @@ def loaded(*modules: torch.nn.Module, memory_required: int = 0):
     """Load whole models on ComfyUI's device through its manager (which frees what others hold if it must) and
     yield the device. Under --lowvram/--novram they are unloaded again when the node is done."""
     patchers = [patcher(m) for m in modules]
-    mm.load_models_gpu(patchers, memory_required=memory_required)
+    mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
     try:
         yield mm.get_torch_device()
     finally:

@@ -87,9 +87,24 @@ class Kandinsky22DecoderLoader(_Loader):
 
     def run(self, model, dtype, channels_last=False, compile=False):
         dtype = bridge.dtype_for(dtype)
-        decoder, movq = loading.load_decoder(self.resolve(model, dtype), dtype, bridge.previews_on())
-        decoder.unet = loading.speed_up(decoder.unet, bool(channels_last), bool(compile))
-        return decoder, movq, *native.native(decoder, movq)  # ComfyUI keeps or drops a node's outputs together
+        how = (self.resolve(model, dtype), dtype, bool(channels_last), bool(compile), bridge.previews_on())
+        decoder, movq = load_decoder(*how)
+        model, vae = native.native(decoder, movq)
+        model.cached_patcher_init = (fresh_model, how)  # for ComfyUI's deep clones (0.38 on)
+        return decoder, movq, model, vae  # ComfyUI keeps or drops a node's outputs together
+
+
+def load_decoder(folder, dtype, channels_last, compile, previews):
+    decoder, movq = loading.load_decoder(folder, dtype, previews)
+    decoder.unet = loading.speed_up(decoder.unet, channels_last, compile)
+    return decoder, movq
+
+
+def fresh_model(*how, disable_dynamic=False):
+    """A new MODEL, loaded as the Decoder Loader loaded the one it came from: ComfyUI's deep clones, which need new
+    weights (0.38's clone(force_deepcopy=True), its multi-GPU clones), call it through the patcher's
+    ``cached_patcher_init``. Its patcher is never dynamic (``disable_dynamic``): it loads whole."""
+    return native.model_patcher(load_decoder(*how)[0])
 
 
 class Kandinsky22DepthLoader(_Loader):

@@ -13,7 +13,7 @@ def in_batches(movq, fn, x: torch.Tensor, latent_hw) -> torch.Tensor:
     batch: the MoVQ works at full resolution, so a batch of large pictures may not fit at once."""
     per_item = bridge.activation_bytes(math.prod(latent_hw), next(movq.parameters()).dtype, bridge.MOVQ_ACTIVATIONS)
     with bridge.loaded(movq, memory_required=per_item) as dev:
-        size = bridge.items_that_fit(per_item, dev)
+        size = bridge.items_that_fit(per_item, movq, dev)
         return torch.cat([fn(movq, x[i:i + size], dev).to(bridge.out_device()) for i in range(0, len(x), size)])
 
 

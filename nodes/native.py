@@ -11,11 +11,7 @@ import comfy.sd
 import comfy.supported_models_base
 import comfy.utils
 import torch
-
-try:  # model wrappers (EasyCache and the like): ComfyUI with comfy/patcher_extension.py (since late 2024)
-    from comfy.patcher_extension import WrapperExecutor, WrappersMP, get_all_wrappers
-except ImportError:
-    WrapperExecutor = None
+from comfy.patcher_extension import WrapperExecutor, WrappersMP, get_all_wrappers
 
 from ..kandinsky_core import KandinskyError, sampling
 from ..kandinsky_core.errors import describe
@@ -70,13 +66,12 @@ class Kandinsky22Config(comfy.supported_models_base.BASE):
 class CONDHint(comfy.conds.CONDRegular):
     """A pixel-space condition: an area (in latent cells) crops it at 8 pixels a cell."""
 
-    def process_cond(self, batch_size, device=None, area=None, **kwargs):  # the 2024-03 ComfyUI passes device
+    def process_cond(self, batch_size, area=None, **kwargs):
         data = self.cond
         if area is not None and len(area) == 4:
             h, w, y, x = (int(v) * 8 for v in area)
             data = data[:, :, y:y + h, x:x + w]
-        data = comfy.utils.repeat_to_batch_size(data, batch_size)
-        return self._copy_with(data if device is None else data.to(device))
+        return self._copy_with(comfy.utils.repeat_to_batch_size(data, batch_size))
 
 
 class KandinskyOnly(comfy.conds.CONDConstant):
@@ -110,8 +105,6 @@ class DiffusersUNet(torch.nn.Module):
             raise KandinskyError(f"{MODEL}: it carries ComfyUI UNet patches ({', '.join(patches)}: FreeU, "
                                  f"SAG, PAG, HyperTile and the like patch ComfyUI's own UNet code, which a diffusers "
                                  f"UNet does not run): remove the model-patching node.")
-        if WrapperExecutor is None:
-            return self._forward(x, timesteps, context, y, control, transformer_options, **kwargs)
         # As ComfyUI's UNet does (same arguments, y unused): the model's DIFFUSION_MODEL wrappers (EasyCache) run
         # around the call.
         wrappers = get_all_wrappers(WrappersMP.DIFFUSION_MODEL, transformer_options)
@@ -158,7 +151,7 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
             raise KandinskyError(f"{MODEL}: the {which} conditioning has a ControlNet hint but this is the {self.kind} "
                                  f"decoder: load the ControlNet depth decoder, or take the hint out of Kandinsky 2.2 "
                                  f"Conditioning.")
-        out = super().extra_conds(**kwargs)  # c_crossattn in today's ComfyUI (the 2024-03 one makes it itself)
+        out = super().extra_conds(**kwargs)  # c_crossattn
         out[ONLY_KEY] = comfy.conds.CONDConstant(True)
         if hint is not None:
             pixel_hw = tuple(n * self.movq_scale for n in kwargs["noise"].shape[-2:])
@@ -186,7 +179,7 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
         image, keep = (comfy.utils.resize_to_batch_size(x, b).to(device, torch.float32) for x in (image, keep))
         return sampling.masked_image(image, keep)
 
-    def memory_required(self, input_shape, cond_shapes={}):  # the 2024-03 ComfyUI passes input_shape only
+    def memory_required(self, input_shape, *args, **kwargs):
         return bridge.activation_bytes(input_shape[0] * input_shape[2] * input_shape[3], self.get_dtype())
 
 
@@ -205,36 +198,44 @@ class MoVQCoder(torch.nn.Module):
         return self.movq.decode(z, force_not_quantize=True).sample
 
 
+# The smallest autoencoder ComfyUI's VAE builds from a state dict: one number (comfy/pixel_space_convert.py).
+PLACEHOLDER = {"pixel_space_vae": torch.tensor(1.0)}
+
+
 class Kandinsky22VAE(comfy.sd.VAE):
-    """The MoVQ as ComfyUI's VAE: every attribute ComfyUI's own VAE sets, without its __init__ (which detects an
-    autoencoder from a state dict); its methods, the tiled ones included, as they are."""
+    """The MoVQ as ComfyUI's VAE. ComfyUI's own construction runs first (on a one-number placeholder), so the VAE has
+    every attribute the running ComfyUI's VAE sets, those of later releases too; then the MoVQ is put in. Its methods,
+    the tiled ones included, are ComfyUI's."""
 
     def __init__(self, movq):
-        self.first_stage_model = MoVQCoder(movq).eval()
-        self.patcher = bridge.patcher(movq)  # the one K22_MOVQ loads with
-        self.device, self.output_device = self.patcher.load_device, bridge.out_device()
-        self.vae_dtype = next(movq.parameters()).dtype
-        self.working_dtypes = [self.vae_dtype, torch.float32]
+        patcher = bridge.patcher(movq)  # the one K22_MOVQ loads with
+        dtype = next(movq.parameters()).dtype
+        super().__init__(sd=dict(PLACEHOLDER), device=patcher.load_device, dtype=dtype)
+        self.first_stage_model, self.patcher, self.size = MoVQCoder(movq).eval(), patcher, None
+        self.working_dtypes = [dtype, torch.float32]
         self.downscale_ratio = self.upscale_ratio = downscale(movq)
-        self.latent_channels, self.latent_dim = movq.config.latent_channels, 2
-        self.output_channels = self.input_channels = self.real_output_channels = 3
-        self.process_input = lambda image: image * 2.0 - 1.0
-        self.process_output = lambda image: torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
+        self.latent_channels = movq.config.latent_channels
+        self.disable_offload = True  # ComfyUI's VAE then loads it with force_full_load (a KandinskyPatcher loads whole)
+        cells = self.downscale_ratio ** 2  # pixels per latent cell
+
         def memory(latent_area, dtype):
             return bridge.activation_bytes(latent_area, dtype, bridge.MOVQ_ACTIVATIONS)
 
-        cells = self.downscale_ratio ** 2  # pixels per latent cell
         self.memory_used_encode = lambda shape, dtype: memory(shape[2] * shape[3] // cells, dtype)
         self.memory_used_decode = lambda shape, dtype: memory(shape[2] * shape[3], dtype)
-        self.disable_offload = self.not_video = False
-        self.crop_input = True
-        self.downscale_index_formula = self.upscale_index_formula = self.extra_1d_channel = None
-        self.pad_channel_value = self.size = self.format_encoded = None  # newer ComfyUIs
+        # In place, and returned: ComfyUI since 2026-03 (PR #13028) decodes into a preallocated buffer and drops the
+        # return value; earlier releases keep it. process_input stays ComfyUI's own, which must not write into the
+        # IMAGE it is given (a view of another node's output).
+        self.process_output = lambda image: image.add_(1.0).div_(2.0).clamp_(0.0, 1.0)
+
+
+def model_patcher(decoder: DecoderBundle):
+    return bridge.make_patcher(Kandinsky22Model(decoder))
 
 
 def native(decoder: DecoderBundle, movq) -> tuple:
     """The loader's MODEL (whose patcher is the UNet's one patcher) and VAE."""
-    model = bridge.make_patcher(Kandinsky22Model(decoder))
+    model = model_patcher(decoder)
     bridge.own(decoder, decoder.unet, movq, made={decoder.unet: model})
     return model, Kandinsky22VAE(movq)
 

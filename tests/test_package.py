@@ -3,13 +3,15 @@ and no command of a Hugging Face CLI that no longer exists."""
 import subprocess
 import tomllib
 
+from comfy_server import RELEASES
 from helpers import REPO
 
 
 def test_pyproject_holds_what_the_registry_reads():
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())
     project, comfy = meta["project"], meta["tool"]["comfy"]
-    assert project["name"] != "comfyui-kandinsky22"  # another pack's registry id
+    assert "comfyui" not in project["name"]  # as the registry asks (and "comfyui-kandinsky22" is another pack's id)
+    assert comfy["requires-comfyui"] == ">=" + RELEASES[-1].removeprefix("v")  # the oldest release the tests run
     assert project["version"] and project["description"] and project["urls"]["Repository"]
     assert project["license"] == {"file": "LICENSE"} and "GPLv3+" in project["classifiers"][0]
     assert {"PublisherId", "DisplayName", "Icon"} <= comfy.keys() and comfy["DisplayName"]

@@ -18,11 +18,6 @@ THUMBNAIL_HASHES = WORKFLOWS / "thumbnails.sha256"  # the sha256 of each NAME.js
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 FRONTEND_ONLY = ("Note", "Reroute", "PrimitiveNode")  # nodes of the web page alone; /object_info does not list them
 EXTRA_VALUES = {"control_after_generate": "fixed", "upload": "image"}  # seeds ship fixed: a rerun repeats the picture
-# Widgets that ComfyUI added after 2024-03 (the oldest ComfyUI this package runs in), by node. The UI files leave them
-# out, and a page that has them gives them their default, as it does any widget a saved workflow lacks, so one file
-# is the same graph in both. They must be their node's last widgets (widgets_values is read by position), and an API
-# file holds them at that default: today's server wants every required input, 2024-03's drops one it does not declare.
-NEWER_WIDGETS = {"InpaintModelConditioning": ("noise_mask",)}
 TITLE, SLOT = 30, 20  # LiteGraph's NODE_TITLE_HEIGHT (drawn above pos) and NODE_SLOT_HEIGHT
 PICTURE = 200  # the height a LoadImage or SaveImage node gives its picture
 
@@ -63,7 +58,7 @@ def options(spec: list) -> dict:
 
 
 def widgets(info: dict) -> list[tuple[str, list | None]]:
-    """(name, spec) of every widget the 2024-03 frontend gives a node, in widgets_values order. The frontend adds
+    """(name, spec) of every widget the frontend gives a node, in widgets_values order. The frontend adds
     widgets of its own (spec None): control_after_generate after a seed, the upload button after an upload combo."""
     out = []
     for name, spec in declared_inputs(info):
@@ -75,16 +70,6 @@ def widgets(info: dict) -> list[tuple[str, list | None]]:
         if options(spec).get("image_upload"):
             out.append(("upload", None))
     return out
-
-
-def saved_widgets(info: dict) -> list[tuple[str, list | None]]:
-    """widgets(info) less the NEWER_WIDGETS: those a UI file holds values of, in widgets_values order."""
-    newer = NEWER_WIDGETS.get(info["name"], ())
-    out = widgets(info)
-    kept = [(name, spec) for name, spec in out if name not in newer]
-    if out[len(kept):] != [(name, spec) for name, spec in out if name in newer]:
-        raise ValueError(f"{info['name']}: the newer widgets {list(newer)} are not its last ones")
-    return kept
 
 
 def sockets(info: dict) -> list[tuple[str, str]]:
@@ -129,12 +114,12 @@ def note_text(name: str, api: dict) -> str:
 def node_size(info: dict, values: list) -> list[int]:
     """A size close to what the frontend computes (it grows a node that is too small, never shrinks one), wide
     enough to show its title (14 px font) and each widget's name and value (12 px) in full, and no wider."""
-    specs = [s for _, s in saved_widgets(info) if s]
+    specs = [s for _, s in widgets(info) if s]
     multiline = sum(1 for s in specs if s[0] == "STRING" and options(s).get("multiline"))
     shows_picture = info.get("output_node") or any(options(s).get("image_upload") for s in specs)
-    rows = len(saved_widgets(info)) + len(NEWER_WIDGETS.get(info["name"], ()))  # room for them in any ComfyUI
+    rows = len(widgets(info))
     height = SLOT * max(len(sockets(info)), len(info["output"]), 1) + 24 * rows + 50 * multiline + 14
-    shown = [len(name) + len(str(value)) for (name, spec), value in zip(saved_widgets(info), values)
+    shown = [len(name) + len(str(value)) for (name, spec), value in zip(widgets(info), values)
              if not (spec and options(spec).get("multiline"))]
     width = max(300 if multiline or shows_picture else 240, 8 * len(info["display_name"]) + 60,
                 13 * max(shown, default=0) // 2 + 70)
@@ -146,14 +131,9 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
     a Note saying what it does and what it needs."""
     for node in api.values():
         info = object_info[node["class_type"]]
-        newer = NEWER_WIDGETS.get(node["class_type"], ())
-        unknown = set(node["inputs"]) - {n for n, _ in declared_inputs(info)} - set(newer)
+        unknown = set(node["inputs"]) - {n for n, _ in declared_inputs(info)}
         if unknown:
             raise ValueError(f"{name}: {node['class_type']} has no inputs {sorted(unknown)}")
-        for widget_name, spec in widgets(info):  # a UI file leaves these out: the page gives them their default
-            if widget_name in newer and node["inputs"].get(widget_name, default(spec)) != default(spec):
-                raise ValueError(f"{name}: {node['class_type']}.{widget_name} must be at its default, "
-                                 f"{default(spec)!r}: UI files leave it out for the 2024-03 ComfyUI")
 
     depth: dict[str, int] = {}
 
@@ -182,7 +162,7 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
                 out_links.setdefault((int(source[0]), source[1]), []).append(link)
             inputs.append({"name": input_name, "type": input_type, "link": link})
         values = []
-        for widget_name, spec in saved_widgets(info):
+        for widget_name, spec in widgets(info):
             value = EXTRA_VALUES[widget_name] if spec is None else node["inputs"].get(widget_name, default(spec))
             if isinstance(value, list):
                 raise ValueError(f"{name}: {node['class_type']}.{widget_name} is a link; widget inputs hold values")
@@ -200,10 +180,11 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
         groups = layout(nodes, links)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
-    # The view today's page opens it at (the 2024-03 page keeps its own): whole, in a 1920 x 1080 window.
+    # The view the page opens it at: whole in the VIEW of v0.8.0's page in a 1920 x 1080 window.
     rects = [box(node) for node in nodes] + [group["bounding"] for group in groups]
     scale, (x0, y0, _, _) = zoom_to_fit(rects), bounds(rects)
-    view = {"scale": round(scale, 4), "offset": [round(FIT_MARGIN / scale - x0, 1), round(FIT_MARGIN / scale - y0, 1)]}
+    view = {"scale": round(scale, 4), "offset": [round((VIEW[0] + FIT_MARGIN) / scale - x0, 1),
+                                                 round((VIEW[1] + FIT_MARGIN) / scale - y0, 1)]}
     return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": groups,
             "config": {}, "extra": {"ds": view}, "version": 0.4}
 
@@ -215,11 +196,15 @@ DECODERS = {"Kandinsky22Txt2Img", "Kandinsky22Img2Img", "Kandinsky22Inpaint", "K
             "Kandinsky22ControlNetImg2Img", "KSampler", "KSamplerAdvanced"}
 OUTPUTS = {"Kandinsky22MoVQDecode", "VAEDecode", "SaveImage", "PreviewImage"}
 GAP_X, CLEAR, TOP = 40, 30, 100  # between columns (at the closest), between a link and a node, the first row's y
-GAP_Y = 40  # between a node and the title bar of the one below (room for today's node badge above a title)
+GAP_Y = 40  # between a node and the title bar of the one below (room for the page's node badge above a title)
 STAGE_GAP, MARGIN = 20, 15  # between stages' groups (at the closest), around a stage's nodes in its group (+ TITLE)
-CANVAS = (1856, 1002)  # the canvas of today's ComfyUI page in a 1920 x 1080 window (checked in the browser test)
-FIT_MARGIN = 20  # around a graph fitted to the canvas
+# Where a graph shows in v0.8.0's page (frontend 1.35.9) in a 1920 x 1080 window: [x, y, width, height] of the canvas
+# right of the page's side tool bar and below its workflow tabs, which lie over the canvas (read from the page in the
+# browser test). 0.3.64's page (1.27.10) puts them beside its 1856 x 1002 canvas.
+VIEW = (59, 38, 1861, 1042)
+FIT_MARGIN = 20  # around a graph fitted to the view
 READABLE = 0.7  # the page's 14 px node text is 10 px at 70 % (it stops drawing text below 8 px)
+WHOLE_AT_100 = {"txt2img", "img2img", "inpaint", "controlnet_depth"}  # README, "Workflows"; the others are longer
 
 
 def stage(node_type: str) -> int:
@@ -297,11 +282,11 @@ def bounds(rects: list[list]) -> tuple[float, float, float, float]:
             max(r[0] + r[2] for r in rects), max(r[1] + r[3] for r in rects))
 
 
-def zoom_to_fit(rects: list[list]) -> float:
-    """The largest zoom, at most 100 %, at which rectangles [x, y, w, h] fit whole, FIT_MARGIN around them, into the
-    canvas of today's ComfyUI page in a 1920 x 1080 window (CANVAS)."""
+def zoom_to_fit(rects: list[list], area=VIEW[2:]) -> float:
+    """The largest zoom, at most 100 %, at which rectangles [x, y, w, h] fit whole, FIT_MARGIN around them, into an
+    ``area`` (width, height) of the page: by default the VIEW of v0.8.0's page in a 1920 x 1080 window."""
     x0, y0, x1, y1 = bounds(rects)
-    return min(1.0, (CANVAS[0] - 2 * FIT_MARGIN) / (x1 - x0), (CANVAS[1] - 2 * FIT_MARGIN) / (y1 - y0))
+    return min(1.0, (area[0] - 2 * FIT_MARGIN) / (x1 - x0), (area[1] - 2 * FIT_MARGIN) / (y1 - y0))
 
 
 def file_links(nodes: dict[int, dict], links: list) -> list:

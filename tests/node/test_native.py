@@ -1,11 +1,15 @@
 """The ComfyUI-native path in process: the loader's MODEL and VAE and Kandinsky 2.2 Conditioning, driven by ComfyUI's
 own node functions (KSampler's common_ksampler, VAEDecode, InpaintModelConditioning, ...)."""
+import inspect
+import sys
+
 import pytest
 import torch
 
 import reference
 import tiny_models
-from helpers import CONTROLNET_ID, DECODER_ID, INPAINT_ID, SIZE, as_image, as_tensor, picture
+from helpers import (CONTROLNET_ID, DECODER_ID, INPAINT_ID, SIZE, as_image, as_tensor, keeps_only_the_left_half,
+                     picture)
 
 E = tiny_models.EMBED
 
@@ -82,19 +86,50 @@ def test_off_grid_latents_sample(comfy_nodes, native, conds, run_node):
 
 
 def test_vae_nodes_give_movq_nodes_results(comfy_nodes, native, run_node):
+    """VAEEncode/VAEDecode, and their tiled kin with one tile over the whole picture, give MoVQ Encode/Decode's."""
     _, movq, _, vae = native["text2img"]
     image = as_image(picture(4))
+    whole = {"tile_size": 512} | ({"overlap": 64} if "overlap" in inspect.signature(
+        comfy_nodes.VAEDecodeTiled.decode).parameters else {})
     with torch.inference_mode():
         (encoded,) = comfy_nodes.VAEEncode().encode(vae, image)
         (decoded,) = comfy_nodes.VAEDecode().decode(vae, encoded)
+        (encoded_tiled,) = comfy_nodes.VAEEncodeTiled().encode(vae, image, **whole)
+        (decoded_tiled,) = comfy_nodes.VAEDecodeTiled().decode(vae, encoded, **whole)
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
-    assert reference.max_diff(encoded["samples"], latent["samples"]) <= 1e-6
-    assert reference.max_diff(decoded, run_node("Kandinsky22MoVQDecode", movq=movq, latent=encoded)[0]) <= 1e-5
+    (pixels,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=encoded)
+    for ours in (encoded, encoded_tiled):
+        assert reference.max_diff(ours["samples"], latent["samples"]) <= 1e-6
+    for ours in (decoded, decoded_tiled):
+        assert ours.shape == pixels.shape and reference.max_diff(ours, pixels) <= 1e-5
+
+
+def test_the_vae_decodes_as_newer_comfyui_does(native, run_node):
+    """ComfyUI since 2026-03 (0.38's comfy/sd.py VAE.decode) writes the decoder's output into a preallocated buffer
+    and calls process_output on that buffer's slice, dropping its return value."""
+    _, movq, _, vae = native["text2img"]
+    (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=as_image(picture(4)).expand(3, -1, -1, -1))
+    samples = latent["samples"]
+    with torch.inference_mode():
+        pixels = None
+        for x in range(0, len(samples), 2):
+            out = vae.first_stage_model.decode(samples[x:x + 2].to(vae.device, vae.vae_dtype)).to(
+                device=vae.output_device, dtype=torch.float32, copy=True)
+            pixels = torch.empty((len(samples), *out.shape[1:])) if pixels is None else pixels
+            pixels[x:x + 2].copy_(out)
+            vae.process_output(pixels[x:x + 2])
+    expected = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)[0]
+    assert reference.max_diff(pixels.movedim(1, -1), expected) <= 1e-5
+
+
+def test_process_output_works_in_place_and_returns(native):
+    vae = native["text2img"][3]
+    image = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0])
+    out = vae.process_output(image)
+    assert out is image and torch.equal(image, torch.tensor([0.0, 0.0, 0.5, 0.75, 1.0, 1.0]))  # exact in binary
 
 
 def test_tiled_and_inpaint_vae_nodes_run(comfy_nodes, native):
-    import inspect
-
     vae = native["text2img"][3]
     tiled = {"tile_size": 320} | ({"overlap": 64} if "overlap" in inspect.signature(
         comfy_nodes.VAEDecodeTiled.decode).parameters else {})
@@ -103,15 +138,21 @@ def test_tiled_and_inpaint_vae_nodes_run(comfy_nodes, native):
         (image,) = comfy_nodes.VAEDecodeTiled().decode(vae, latent, **tiled)
         (masked,) = comfy_nodes.VAEEncodeForInpaint().encode(vae, torch.rand(1, 64, 64, 3), torch.ones(1, 64, 64), 6)
     assert latent["samples"].shape == (1, 4, 48, 56) and image.shape == (1, 384, 448, 3)  # more than one tile
+    assert image.min() >= 0 and image.max() <= 1
     assert masked["samples"].shape == (1, 4, 8, 8) and "noise_mask" in masked
 
 
-def test_the_vae_sets_every_attribute_comfyuis_own_vae_sets(comfy, native):
-    import comfy.sd
+def test_the_vae_sets_every_attribute_comfyuis_own_vae_sets(native):
+    """ComfyUI's construction ran: every attribute its VAE sets, whether it found an autoencoder (the placeholder's
+    whole construction) or none (an empty state dict returns early)."""
+    from comfy.sd import VAE
 
+    vae = native["text2img"][3]
+    native_module = sys.modules[type(vae).__module__]
     with torch.inference_mode():
-        own = comfy.sd.VAE(sd={})  # the 2024-03 ComfyUI builds a random SD autoencoder, today's an empty one
-    assert set(vars(own)) <= set(vars(native["text2img"][3]))
+        own = set(vars(VAE(sd=dict(native_module.PLACEHOLDER)))) | set(vars(VAE(sd={})))
+    assert own <= set(vars(vae)) and isinstance(vae.first_stage_model, native_module.MoVQCoder)
+    assert vae.model_size() == sum(t.numel() * t.element_size() for t in native["text2img"][1].state_dict().values())
 
 
 def test_inpaint_channels_are_the_references_masked_image_and_mask(comfy, comfy_nodes, native, conds, models_dir):
@@ -150,8 +191,7 @@ def test_inpaint_keeps_the_unmasked_latents(comfy_nodes, native, conds):
             conds[0], conds[1], as_image(picture(6)), vae, mask)[:3]
     for given in ({**latent, "noise_mask": mask[:, None]}, comfy_nodes.SetLatentNoiseMask().set_mask(latent, mask)[0]):
         out = ksampler(comfy_nodes, model, positive, negative, given, steps=3)["samples"]
-        assert torch.equal(out[..., 4:], latent["samples"][..., 4:]) and not torch.equal(out[..., :4],
-                                                                                      latent["samples"][..., :4])
+        assert keeps_only_the_left_half(out, latent["samples"])
 
 
 def test_a_different_hint_gives_a_different_picture(comfy_nodes, native, conds, run_node):

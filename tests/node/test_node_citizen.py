@@ -13,26 +13,56 @@ from helpers import DECODER_ID, DEPTH_ID, PRIOR_ID, WORKFLOWS
 E = tiny_models.EMBED
 
 
-def test_models_load_whole_through_the_low_vram_paths(comfy, run_node, models_dir):
-    """Both ComfyUIs' partial-load code paths, driven directly: our models load and unload whole."""
+def test_models_load_whole_under_a_budget_smaller_than_the_model(comfy, run_node):
+    """ComfyUI's own partial-load call, with a third of each model's size: every model loads whole (ComfyUI counts all
+    its weights loaded, marks none for casting), where ComfyUI's plain ModelPatcher loads part of it; its partial
+    unload frees nothing, so ComfyUI's manager unloads it whole."""
     import comfy.model_management as mm
+    from comfy.model_patcher import ModelPatcher
 
     bridge = comfy.nodes.comfy_bridge
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
-    patcher = bridge.patcher(prior.prior)
-    loaded = mm.LoadedModel(patcher)
-    loaded.model_load(lowvram_model_memory=1)  # a budget of one byte: a partial load if it were allowed
-    lowvram = getattr(patcher, "model_lowvram", False) or getattr(patcher.model, "model_lowvram", False)
-    assert not lowvram
-    assert not any(getattr(m, "comfy_cast_weights", False) for m in patcher.model.modules())
-    assert all(t.device == mm.get_torch_device() for t in [*prior.prior.parameters(), *prior.prior.buffers()])
-    assert loaded.model_unload(**({"memory_to_free": 1} if "memory_to_free" in
-                                  loaded.model_unload.__code__.co_varnames else {})) in (None, True)
+    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    (depth,) = run_node("Kandinsky22DepthLoader", model=tiny_models.DEPTH_NAME)
+    device = mm.get_torch_device()
+    for module in (prior.prior, prior.text_encoder, prior.image_encoder, decoder.unet, movq, depth.model):
+        patcher = bridge.patcher(module)
+        size = patcher.model_size()
+        plain = ModelPatcher(patcher.model, load_device=device, offload_device=patcher.offload_device)
+        plain.load(device, lowvram_model_memory=size // 3)
+        assert plain.loaded_size() < size, type(module).__name__
+        plain.detach()
+        patcher.load(device, lowvram_model_memory=size // 3)
+        assert patcher.loaded_size() == size and not patcher.model.model_lowvram, type(module).__name__
+        assert not any(getattr(m, "comfy_cast_weights", False) for m in patcher.model.modules())
+        assert all(t.device == device for t in [*module.parameters(), *module.buffers()])
+        assert patcher.partially_unload(patcher.offload_device, size // 3) == 0
+        patcher.detach()
     with bridge.loaded(prior.prior) as device:
         assert device == mm.get_torch_device()
-        assert any(m.model is patcher for m in mm.current_loaded_models)
+        assert any(m.model is bridge.patcher(prior.prior) for m in mm.current_loaded_models)
     mm.unload_all_models()
-    assert not any(m.model is patcher for m in mm.current_loaded_models)
+    assert not any(m.model is bridge.patcher(prior.prior) for m in mm.current_loaded_models)
+
+
+def test_a_deep_clone_of_the_model_has_weights_of_its_own(comfy, run_node):
+    """The MODEL's cached_patcher_init, called as 0.38's ModelPatcher.clone(force_deepcopy=True) and its multi-GPU
+    deep clone call it (comfy/model_patcher.py at 08d0e510): a new MODEL with the same weights in tensors of its own;
+    where the running ComfyUI has that clone, through the clone itself."""
+    import inspect
+
+    decoder, _, model, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    factory, args = model.cached_patcher_init
+    with torch.inference_mode():
+        clones = [factory(*args, disable_dynamic=True)]
+        if "force_deepcopy" in inspect.signature(model.clone).parameters:
+            clones.append(model.clone(force_deepcopy=True))
+    weights = model.model.state_dict()
+    for clone in clones:
+        assert type(clone) is type(model) and clone.model is not model.model
+        own = clone.model.state_dict()
+        assert own.keys() == weights.keys()
+        assert all(torch.equal(own[k], weights[k]) and own[k].data_ptr() != weights[k].data_ptr() for k in own)
 
 
 def test_an_interrupt_mid_decode_leaves_the_models_where_the_manager_expects(comfy, run_node, monkeypatch):

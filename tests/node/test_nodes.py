@@ -228,7 +228,7 @@ def test_movq_splits_a_batch_that_does_not_fit(run_node, loaded, comfy, monkeypa
     (latent,) = run_node("Kandinsky22MoVQEncode", movq=movq, image=image)
     (whole,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
     bridge = sys.modules[f"{comfy.__name__}.nodes.comfy_bridge"]
-    monkeypatch.setattr(bridge, "items_that_fit", lambda per_item, dev: 2)  # memory for 2 pictures at a time
+    monkeypatch.setattr(bridge, "items_that_fit", lambda per_item, module, dev: 2)  # memory for 2 pictures at a time
     core, parts_seen = sys.modules[f"{comfy.__name__}.kandinsky_core.movq"], []
     real = {name: getattr(core, name) for name in ("encode", "decode")}
     for name, fn in real.items():

@@ -1,12 +1,10 @@
 """A real ComfyUI server with this package: graphs posted to /prompt as a client would post them."""
 import json
-import urllib.error
 
 import numpy as np
-import pytest
 
 import reference
-from comfy_server import PACKAGE_NAME, serves_templates
+from comfy_server import PACKAGE_NAME
 from helpers import WORKFLOWS, as_saved, failing, saved_pixels, txt2img_graph
 
 
@@ -43,19 +41,13 @@ def test_a_run_time_error_is_clear_and_the_server_goes_on(server):
 
 
 def test_the_workflows_are_templates_and_their_pictures_are_provided(server):
-    """The package puts the pictures its workflows load into the input folder (nothing copied by hand), and today's
-    ComfyUI lists every UI workflow in its templates menu and serves it with its thumbnail (the 2024-03 one has no
-    such route)."""
+    """The package puts the pictures its workflows load into the input folder (nothing copied by hand), and ComfyUI
+    lists every UI workflow in its templates menu and serves it with its thumbnail."""
     pictures = sorted(p.name for p in (WORKFLOWS / "input").glob("*.png"))
     assert sorted(p.name for p in server.input_dir.glob("*.png")) == pictures
-    if not serves_templates():  # the 2024-03 ComfyUI
-        with pytest.raises(urllib.error.HTTPError, match="404"):
-            server.get("/api/workflow_templates")
-    else:
-        templates = server.get("/api/workflow_templates")
-        assert sorted(templates[PACKAGE_NAME]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
-        for name in templates[PACKAGE_NAME]:
-            for suffix in (".json", ".jpg"):
-                served = server.read(f"/api/workflow_templates/{PACKAGE_NAME}/{name}{suffix}")
-                assert served == (WORKFLOWS / name).with_suffix(suffix).read_bytes(), name + suffix
-
+    templates = server.get("/api/workflow_templates")
+    assert sorted(templates[PACKAGE_NAME]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+    for name in templates[PACKAGE_NAME]:
+        for suffix in (".json", ".jpg"):
+            served = server.read(f"/api/workflow_templates/{PACKAGE_NAME}/{name}{suffix}")
+            assert served == (WORKFLOWS / name).with_suffix(suffix).read_bytes(), name + suffix

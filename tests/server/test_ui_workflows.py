@@ -4,12 +4,11 @@ import json
 import re
 
 import pytest
-from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, READABLE, WORKFLOWS, api_files, box, default, digest, dumps,
-                          file_links, generated, links_under_nodes, misgrouped, saved_widgets, sockets, stage,
-                          thumbnail_hashes, widgets, with_defaults, zoom_to_fit)
+from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, READABLE, WHOLE_AT_100, WORKFLOWS, api_files, box, default,
+                          digest, dumps, file_links, generated, links_under_nodes, misgrouped, sockets,
+                          stage, thumbnail_hashes, widgets, with_defaults, zoom_to_fit)
 
 UI_FILES = sorted(WORKFLOWS.glob("*.json"))
-WHOLE_AT_100 = {"txt2img", "img2img", "inpaint", "controlnet_depth"}  # the others' chains or stacks are longer
 SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate", "ksampler_txt2img",
          "ksampler_inpaint"}
 
@@ -60,7 +59,7 @@ def test_widget_values_as_the_nodes_declare_them(object_info, path):
     for node in nodes.values():
         if node["type"] in FRONTEND_ONLY:
             continue
-        declared, values = saved_widgets(object_info[node["type"]]), node["widgets_values"]
+        declared, values = widgets(object_info[node["type"]]), node["widgets_values"]
         where = f"{path.name}: {node['type']} (node {node['id']})"
         assert len(values) == len(declared), f"{where}: widgets {[n for n, _ in declared]}, values {values}"
         for (name, spec), value in zip(declared, values):
@@ -87,7 +86,7 @@ def test_ui_graph_is_the_api_graph(object_info, path):
         if node["type"] not in FRONTEND_ONLY:
             info = object_info[node["type"]]
             inputs = {name: default(spec) for name, spec in widgets(info) if spec is not None}
-            named = zip(saved_widgets(info), node["widgets_values"])
+            named = zip(widgets(info), node["widgets_values"])
             inputs.update({name: value for (name, spec), value in named if spec is not None})
             graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     for _, source, source_slot, target, target_slot, _ in ui["links"]:

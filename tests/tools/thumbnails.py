@@ -2,11 +2,11 @@
 today's ComfyUI serves, and the README's pictures), with the sha256 of each workflows/NAME.json they show in
 workflows/thumbnails.sha256 (tests/server/test_ui_workflows.py fails when a picture is older than its workflow).
 
-    python tests/ui_workflows.py && COMFYUI_PATH=... python tests/tools/thumbnails.py   # after changing a workflow
+    python tests/ui_workflows.py && python tests/tools/thumbnails.py   # after changing a workflow
 
-It drives the page as tests/browser/test_browser.py does (headless Chromium over CDP, a fresh ComfyUI from
-COMFYUI_PATH, today's for the templates, or the test one): each workflow dropped on a fresh page in a 1920 x 1080
-window, shown whole at 100 % or the largest zoom that fits it (zoom_to_fit), the graph alone cut out.
+It drives the page as the browser tests do (tests/browser_page.py: headless Chromium over CDP, a fresh ComfyUI of the
+default tested release): each workflow dropped on a fresh page in a 1920 x 1080 window, shown whole at 100 % or the
+largest zoom that fits the page's VIEW (zoom_to_fit), the page's bars hidden, the graph alone cut out.
 """
 from __future__ import annotations
 
@@ -16,17 +16,20 @@ import tempfile
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(TESTS), str(TESTS / "browser"), str(TESTS.parent)]
+sys.path[:0] = [str(TESTS), str(TESTS.parent)]
 
 from comfy_server import ComfyServer  # noqa: E402
-from test_browser import LOAD, open_comfyui  # noqa: E402
+from browser_page import LOAD, open_comfyui  # noqa: E402
 from ui_workflows import FIT_MARGIN, THUMBNAIL_HASHES, WORKFLOWS, bounds, digest, zoom_to_fit  # noqa: E402
 
-# Today's page: no minimap, zoom buttons or frame timings over the graph (the 2024-03 page has none of these).
+# No minimap, zoom buttons or frame timings over the graph (v0.8.0's page; 0.3.64's has none of these).
 SETTINGS = {"Comfy.Minimap.Visible": False, "Comfy.Graph.CanvasMenu": False, "Comfy.Graph.CanvasInfo": False}
-# Shows the graph from (x0, y0) at ``scale``, ``margin`` from the canvas's corner; says where the canvas is.
+# Shows the graph from (x0, y0) at ``scale``, ``margin`` from the canvas's corner, with no page bar over the canvas;
+# says where the canvas is.
 SHOW = """async (settings, scale, x0, y0, margin) => {
     for (const [id, value] of Object.entries(settings)) await app.extensionManager?.setting?.set(id, value);
+    const bars = '.side-tool-bar-container, .workflow-tabs-container, .p-breadcrumb, .actionbar-container, .actionbar';
+    document.querySelectorAll(bars).forEach((bar) => { bar.style.display = 'none'; });
     app.canvas.ds.scale = scale;
     app.canvas.ds.offset = [margin / scale - x0, margin / scale - y0];
     app.canvas.setDirty(true, true);
