@@ -39,7 +39,8 @@ class Page:
             deadline = time.time() + 60
             while not port_file.is_file() or not port_file.read_text().strip():
                 if self.proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"Chromium did not start:\n{(profile.parent / 'chromium.log').read_text()[-3000:]}")
+                    log = (profile.parent / "chromium.log").read_text()[-3000:]
+                    raise RuntimeError(f"Chromium did not start:\n{log}")
                 time.sleep(0.2)
             port = port_file.read_text().split()[0]
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as r:

@@ -181,6 +181,7 @@ def test_movq_round_trip_matches_the_model(bundles):
     _, _, mq = bundles
     images = torch.rand(2, 3, 64, 128)
     latents = movq.encode(mq, images)
+    # Exact on any CPU: the same operations in the same order as the pipelines' (here and below).
     assert reference.max_diff(latents, mq.encode(images * 2 - 1).latents) == 0
     decoded = movq.decode(mq, latents)
     expected = (mq.decode(latents, force_not_quantize=True).sample * 0.5 + 0.5).clamp(0, 1)

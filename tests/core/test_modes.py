@@ -147,7 +147,7 @@ def test_one_mask_serves_a_batch(decoders, embeds):
     shared = sampling.inpaint(decoder, *embeds, latents=movq.encode(mq, images), mask=mask, steps=2, seed=1)
     each = sampling.inpaint(decoder, *embeds, latents=movq.encode(mq, images), mask=mask.expand(2, -1, -1), steps=2,
                             seed=1)
-    assert shared.shape == (2, 4, 8, 8) and torch.equal(shared, each)
+    assert shared.shape == (2, 4, 8, 8) and torch.equal(shared, each)  # the same arithmetic on each element
 
 
 def test_inpaint_noises_the_kept_area_to_the_schedulers_level(decoders, embeds):

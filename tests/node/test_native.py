@@ -152,7 +152,9 @@ def test_the_vae_sets_every_attribute_comfyuis_own_vae_sets(native):
     with torch.inference_mode():
         own = set(vars(VAE(sd=dict(native_module.PLACEHOLDER)))) | set(vars(VAE(sd={})))
     assert own <= set(vars(vae)) and isinstance(vae.first_stage_model, native_module.MoVQCoder)
-    assert vae.model_size() == sum(t.numel() * t.element_size() for t in native["text2img"][1].state_dict().values())
+    if hasattr(vae, "model_size"):  # ComfyUI's count of the VAE's memory (v0.8.0 on): the MoVQ's, not the placeholder's
+        movq_bytes = sum(t.numel() * t.element_size() for t in native["text2img"][1].state_dict().values())
+        assert vae.model_size() == movq_bytes
 
 
 def test_inpaint_channels_are_the_references_masked_image_and_mask(comfy, comfy_nodes, native, conds, models_dir):
