@@ -15,9 +15,11 @@ and MoVQ Decode nodes, the two graphs interleaved in the same executor.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
 import functools
 import gc
+import inspect
 import json
 import os
 import resource
@@ -184,18 +186,21 @@ class Graph:
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
             link.symlink_to(REPO, target_is_directory=True)
-        if not nodes.load_custom_node(str(link)):
+        if not asyncio.run(nodes.load_custom_node(str(link))):
             raise SystemExit("ComfyUI could not load this package: see the log above.")
         self.mm, self.execution, self.server = comfy.model_management, execution, _Server()
 
-        def progress(value, total, preview):  # main.py's hijack_progress
+        def progress(value, total, preview, prompt_id=None, node_id=None):  # main.py's hijack_progress
             comfy.model_management.throw_exception_if_processing_interrupted()
-            self.server.send_sync("progress", {"value": value, "max": total, "node": self.server.last_node_id})
+            self.server.send_sync("progress", {"value": value, "max": total, "node": node_id or self.server.last_node_id})
 
         comfy.utils.set_progress_bar_global_hook(progress)
         logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's "Requested to load ..." lines
         comfy.utils.set_progress_bar_enabled(False)  # KSampler's console bar (the hook above still runs)
-        self.executor = execution.PromptExecutor(self.server)
+        args = comfy.cli_args.args  # main.py's executor: v0.8.0 takes cache_args, 0.3.64 a cache_size
+        cache = {"cache_args": {"lru": args.cache_lru, "ram": args.cache_ram}} if "cache_args" in \
+            inspect.signature(execution.PromptExecutor).parameters else {}
+        self.executor = execution.PromptExecutor(self.server, **cache)
         self.px, self.settings = PX[size], {}
 
     def graph(self, seed, scheduler="default", steps=STEPS, ksampler=False):
@@ -217,7 +222,8 @@ class Graph:
         return g
 
     def run(self, graph, outputs=None) -> list[str]:
-        ok, error, output_nodes, node_errors = self.execution.validate_prompt(graph)
+        ok, error, output_nodes, node_errors = asyncio.run(
+            self.execution.validate_prompt(uuid.uuid4().hex, graph, None))
         if not ok:
             raise RuntimeError(f"invalid graph: {error} {node_errors}")
         self.server.executed = []
@@ -240,7 +246,9 @@ class Graph:
             raise RuntimeError(f"expected the decoder{' and the prior' * prior} to run, ran nodes {executed}")
 
     def pixels(self):
-        return (self.executor.outputs["5"][0][0][0].float().cpu().numpy() * 255).round()
+        entry = self.executor.caches.outputs.get("5")
+        image = getattr(entry, "outputs", entry)[0][0]  # v0.8.0 caches a CacheEntry, 0.3.64 the outputs alone
+        return (image[0].float().cpu().numpy() * 255).round()
 
     def option(self, name):
         self.settings = {name: True} if name else {}
