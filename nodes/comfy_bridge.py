@@ -7,7 +7,6 @@ import functools
 import inspect
 import os
 import shutil
-import sys
 import weakref
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from .inputs import WIRE_IN
 
 CATEGORY = "Kandinsky 2.2"
 SIZE_KEY = "kandinsky22_size"  # LATENT key: (height, width) of the picture MoVQ Encode encoded
-PREVIEW_SIZE = getattr(args, "preview_size", 512)  # a preview's longest side: today's --preview-size, else 512
+PREVIEW_SIZE = args.preview_size  # a preview's longest side (--preview-size)
 
 
 class KandinskyNode:
@@ -63,20 +62,12 @@ folder_paths.add_model_folder_path(DEPTH_FOLDER, os.path.join(folder_paths.model
 def provide_pictures(pictures: list[Path]) -> None:
     """Copy the pictures the shipped workflows load into ComfyUI's input folder (LoadImage reads only there), so that
     a workflow opened from the templates menu runs as it is; a file of the same name there is never overwritten.
-    Under a server, once it runs: the 2024-03 ComfyUI applies --input-directory after loading custom nodes."""
-    def copy():
-        target = Path(folder_paths.get_input_directory())
-        for picture in pictures:
-            if not (target / picture.name).exists():
-                target.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(picture, target / picture.name)
-
-    prompt_server = getattr(sys.modules.get("server"), "PromptServer", None)  # ComfyUI's, when it runs one
-    loop = getattr(getattr(prompt_server, "instance", None), "loop", None)
-    if loop is None:
-        copy()
-    else:
-        loop.call_soon_threadsafe(copy)
+    ComfyUI applies --input-directory before it loads custom nodes."""
+    target = Path(folder_paths.get_input_directory())
+    for picture in pictures:
+        if not (target / picture.name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(picture, target / picture.name)
 
 
 def model_roots(folder: str) -> list[str]:

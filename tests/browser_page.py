@@ -78,7 +78,7 @@ class Page:
 
 def open_comfyui(profile: Path, url: str, viewport: tuple[int, int] | None = None) -> Page:
     """Chromium on ComfyUI's page at ``url`` (in a window of ``viewport`` pixels), once the page has set up."""
-    # A returning user's page: today's frontend opens its templates browser over the graph at a first visit.
+    # A returning user's page: v0.8.0's frontend opens its templates browser over the graph at a first visit.
     urllib.request.urlopen(urllib.request.Request(f"{url}/settings/Comfy.TutorialCompleted", data=b"true",
                                                   method="POST"), timeout=30).close()
     page = Page(profile)
@@ -98,12 +98,12 @@ def open_comfyui(profile: Path, url: str, viewport: tuple[int, int] | None = Non
     return page
 
 
-# The page's missing-node warning, or any other dialog (prompt or execution errors): the 2024-03 page's own dialog
-# (app.showMissingNodesError), or today's frontend's PrimeVue dialogs.
+# The page's missing-node warning, or any other dialog (prompt or execution errors): ComfyUI's legacy dialog
+# (app.ui.dialog), or the frontend's PrimeVue dialogs.
 DIALOG = """() => (app.ui.dialog.element.style.display === 'flex' ? app.ui.dialog.textElement.innerText : null)
     || [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText).join('\\n') || null"""
 # The part of the canvas a user sees, [x, y, width, height] from its corner: the page's side tool bar and workflow
-# tabs lie over the canvas in today's frontend (1.35), beside it in earlier ones (1.27).
+# tabs lie over the canvas in v0.8.0's frontend (1.35), beside it in 0.3.64's (1.27).
 VISIBLE = """() => {
     const rect = app.canvas.canvas.getBoundingClientRect();
     let [left, top] = [rect.left, rect.top];
@@ -140,7 +140,7 @@ LOAD = """async (name, text) => {
     ds.scale = Math.min(canvas.width / (x1 - x0 + 40), canvas.height / (y1 - y0 + 40));
     ds.offset = [20 / ds.scale - x0, 20 / ds.scale - y0];
     app.canvas.setDirty(true, true);
-    await new Promise((resolve) => setTimeout(resolve, 500));  // today's frontend shows its dialogs a tick later
+    await new Promise((resolve) => setTimeout(resolve, 500));  // the frontend shows its dialogs a tick later
     // Where the page draws each link from and to, and its groups, for the layout checks.
     const all = app.graph.links instanceof Map ? [...app.graph.links.values()] : Object.values(app.graph.links);
     const links = all.filter((l) => l).map((l) => [l.id, l.origin_id, l.target_id,

@@ -21,9 +21,13 @@ sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(REPO))  # kandinsky_core alone, as a library
 
 import tiny_models  # noqa: E402
-from comfy_server import ComfyServer, prepare_comfyui  # noqa: E402
+from comfy_server import ComfyServer, comfyui_source, comfyui_version, prepare_comfyui  # noqa: E402
 
 collect_ignore = ["tools"]  # the benchmark and the demo: tools, not tests
+
+
+def pytest_report_header(config):
+    return f"ComfyUI {comfyui_version()} from {comfyui_source()}"
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 """Every node's bad inputs, each with the error it gives: the node, the input and the fix, never a traceback from
-deep inside torch. The 2024-03 ComfyUI validates only required widgets (min/max, combos) before a run, so the nodes
-check everything themselves; these tests call them directly, past that validation."""
+deep inside torch. ComfyUI's validation before a run checks widgets (min/max, combos) and socket types, not what a
+socket carries or how inputs fit together, so the nodes check everything themselves; these tests call them directly,
+past that validation."""
 import shutil
 
 import pytest

@@ -281,14 +281,11 @@ def test_bad_native_input_is_a_clear_error(comfy, comfy_nodes, native, conds, ru
 def test_ddim_uniform_steps_through_diffusers_leading_timesteps(comfy, native, models_dir, steps):
     """What the README says of schedulers: ComfyUI's ddim_uniform walks the timesteps of the decoder's own DDPM
     scheduler (leading spacing) when 1000 is a multiple of the steps."""
-    import inspect
-
     import comfy.samplers
     from diffusers import DDPMScheduler
 
     model = native["text2img"][2].model
-    takes = inspect.signature(comfy.samplers.ddim_scheduler).parameters  # today's takes model_sampling, 2024-03's model
-    sigmas = comfy.samplers.ddim_scheduler(model.model_sampling if "model_sampling" in takes else model, steps)
+    sigmas = comfy.samplers.ddim_scheduler(model.model_sampling, steps)
     timesteps = [int(model.model_sampling.timestep(s[None])) for s in sigmas[:-1]]
     scheduler = DDPMScheduler.from_pretrained(models_dir / tiny_models.NAMES["text2img"], subfolder="scheduler")
     scheduler.set_timesteps(steps)

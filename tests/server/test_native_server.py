@@ -188,7 +188,7 @@ def test_model_wrappers_run_around_this_model(server, object_info):
 
 
 def test_comfyuis_other_sampler_nodes_run(server, object_info):
-    """KSamplerAdvanced, SamplerCustom and (in today's ComfyUI) SamplerCustomAdvanced with its guiders."""
+    """KSamplerAdvanced, SamplerCustom and SamplerCustomAdvanced with its guiders."""
     base = {k: v for k, v in ksampler_graph().items() if k != "6"}
     k = ksampler_graph()["6"]["inputs"]
     schedule = {"sigmas": {"class_type": "BasicScheduler", "inputs": {"model": ["2", 2], "scheduler": "normal",
@@ -207,12 +207,11 @@ def test_comfyuis_other_sampler_nodes_run(server, object_info):
                "BasicGuider": {"model": ["2", 2], "conditioning": ["4", 0]},
                "PerpNegGuider": {"model": ["2", 2], "positive": ["4", 0], "negative": ["4", 1],
                                  "empty_conditioning": ["4", 1], "cfg": 4.0, "neg_scale": 1.0}}
-    if "SamplerCustomAdvanced" in object_info:  # today's ComfyUI
-        assert guiders.keys() <= object_info.keys()
-        for guider, inputs in guiders.items():
-            runs[guider] = {"class_type": "SamplerCustomAdvanced", "inputs": {
-                "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["select", 0], "sigmas": ["sigmas", 0],
-                "latent_image": k["latent_image"]}}
+    assert {"SamplerCustomAdvanced", *guiders} <= object_info.keys()
+    for guider in guiders:
+        runs[guider] = {"class_type": "SamplerCustomAdvanced", "inputs": {
+            "noise": ["noise", 0], "guider": ["guider", 0], "sampler": ["select", 0], "sigmas": ["sigmas", 0],
+            "latent_image": k["latent_image"]}}
     for name, sampler in runs.items():
         graph = {**base, **schedule, "6": sampler}
         if name in guiders:

@@ -1,5 +1,5 @@
 """Pictures of the shipped UI workflows as ComfyUI's page shows them: workflows/NAME.jpg (the template thumbnail
-today's ComfyUI serves, and the README's pictures), with the sha256 of each workflows/NAME.json they show in
+ComfyUI serves, and the README's pictures), with the sha256 of each workflows/NAME.json they show in
 workflows/thumbnails.sha256 (tests/server/test_ui_workflows.py fails when a picture is older than its workflow).
 
     python tests/ui_workflows.py && python tests/tools/thumbnails.py   # after changing a workflow
