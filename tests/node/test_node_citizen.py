@@ -36,8 +36,11 @@ def test_models_load_whole_under_a_budget_smaller_than_the_model(comfy, run_node
         assert patcher.loaded_size() == size and not patcher.model.model_lowvram, type(module).__name__
         assert not any(getattr(m, "comfy_cast_weights", False) for m in patcher.model.modules())
         assert all(t.device == device for t in [*module.parameters(), *module.buffers()])
-        assert patcher.partially_unload(patcher.offload_device, size // 3) == 0
         patcher.detach()
+        mm.load_models_gpu([patcher])
+        entry = next(m for m in mm.current_loaded_models if m.model is patcher)
+        assert entry.model_unload(memory_to_free=size // 3) is True  # ComfyUI's manager unloads it whole, not in part
+        mm.current_loaded_models.remove(entry)
     with bridge.loaded(prior.prior) as device:
         assert device == mm.get_torch_device()
         assert any(m.model is bridge.patcher(prior.prior) for m in mm.current_loaded_models)
