@@ -31,3 +31,13 @@ def test_no_huggingface_cli_left():
     files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     old = "huggingface" + "-cli"  # huggingface_hub 1.0 removed it: `hf download` is today's command
     assert not [f for f in files if (REPO / f).is_file() and old in (REPO / f).read_text(errors="ignore")]
+
+
+def test_the_registry_cli_validates_the_package():
+    """`comfy node validate` (comfy-cli, the registry's own check before publishing; .ci/setup installs it)."""
+    comfy = REPO / ".venv" / "tools" / "bin" / "comfy"
+    assert comfy.is_file(), "no comfy-cli in .venv/tools: run `bash .ci/setup`"
+    run = subprocess.run([str(comfy), "--skip-prompt", "--no-enable-telemetry", "node", "validate"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    said = run.stdout + run.stderr  # a field it cannot read (requires-comfyui, say) is only a warning, then dropped
+    assert run.returncode == 0 and "validation checks passed" in said and "warning" not in said.lower(), said
