@@ -1,6 +1,5 @@
 """The ComfyUI-native path in process: the loader's MODEL and VAE and Kandinsky 2.2 Conditioning, driven by ComfyUI's
 own node functions (KSampler's common_ksampler, VAEDecode, InpaintModelConditioning, ...)."""
-import inspect
 import sys
 
 import pytest
@@ -50,8 +49,7 @@ def empty(batch=1, side=SIZE // 8):
 def test_the_models_sigmas_are_the_decoders_own_schedule(native, models_dir):
     model = native["text2img"][2]
     expected = reference.schedule_sigmas(models_dir)
-    sigmas = model.get_model_object("model_sampling").sigmas.double() if hasattr(model, "get_model_object") else \
-        model.model.model_sampling.sigmas.double()
+    sigmas = model.get_model_object("model_sampling").sigmas.double()
     assert sigmas.shape == expected.shape and float(((sigmas - expected).abs() / expected).max()) < 1e-4
 
 
@@ -89,8 +87,7 @@ def test_vae_nodes_give_movq_nodes_results(comfy_nodes, native, run_node):
     """VAEEncode/VAEDecode, and their tiled kin with one tile over the whole picture, give MoVQ Encode/Decode's."""
     _, movq, _, vae = native["text2img"]
     image = as_image(picture(4))
-    whole = {"tile_size": 512} | ({"overlap": 64} if "overlap" in inspect.signature(
-        comfy_nodes.VAEDecodeTiled.decode).parameters else {})
+    whole = {"tile_size": 512, "overlap": 64}
     with torch.inference_mode():
         (encoded,) = comfy_nodes.VAEEncode().encode(vae, image)
         (decoded,) = comfy_nodes.VAEDecode().decode(vae, encoded)
@@ -131,8 +128,7 @@ def test_process_output_works_in_place_and_returns(native):
 
 def test_tiled_and_inpaint_vae_nodes_run(comfy_nodes, native):
     vae = native["text2img"][3]
-    tiled = {"tile_size": 320} | ({"overlap": 64} if "overlap" in inspect.signature(
-        comfy_nodes.VAEDecodeTiled.decode).parameters else {})
+    tiled = {"tile_size": 320, "overlap": 64}
     with torch.inference_mode():
         (latent,) = comfy_nodes.VAEEncodeTiled().encode(vae, torch.rand(1, 384, 448, 3), **tiled)
         (image,) = comfy_nodes.VAEDecodeTiled().decode(vae, latent, **tiled)
