@@ -10,17 +10,30 @@ from typing import Callable
 import diffusers
 import torch
 
-from .errors import KandinskyError
+from .errors import KandinskyError, describe
 
 SEED_MAX = 0xFFFFFFFFFFFFFFFF
 StepCallback = Callable[[int, int, torch.Tensor], None]  # (step index, step count, current sample)
 
 
-def generator(seed: int) -> torch.Generator:
-    """The CPU generator every run draws its noise from, whatever device runs the models."""
+def generator(seed: int | torch.Generator) -> torch.Generator:
+    """The CPU generator every run draws its noise from, whatever device runs the models: a new one seeded with
+    ``seed``, or ``seed`` itself when it is a generator, for a run that draws on where another stopped (diffusers'
+    combined pipelines hand the prior's generator on to the decoder)."""
+    if isinstance(seed, torch.Generator):
+        return seed
     if not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
         raise KandinskyError(f"seed is {seed}: it must be between 0 and 2^64-1.")
     return torch.Generator("cpu").manual_seed(seed)
+
+
+def resumed(state) -> torch.Generator:
+    """A CPU generator set to ``state``, a generator's ``get_state()``: where a prior's run left its noise."""
+    size = torch.Generator("cpu").get_state().numel()
+    if not isinstance(state, torch.Tensor) or state.dtype != torch.uint8 or state.numel() != size:
+        raise KandinskyError(f"noise must be a CPU generator's state ({size} bytes), got {describe(state)}: wire in "
+                             "the noise output of a Kandinsky 2.2 prior node.", "noise")
+    return torch.Generator("cpu").set_state(state.cpu())
 
 
 def check_guidance(guidance_scale: float) -> None:

@@ -3,6 +3,7 @@ import torch
 
 from ..kandinsky_core import KandinskyError, sampling
 from ..kandinsky_core.loading import CONTROLNET, DECODER_HUB_IDS, INPAINT, TEXT2IMG, home
+from ..kandinsky_core.schedulers import resumed
 from . import comfy_bridge as bridge
 from . import inputs
 
@@ -14,9 +15,13 @@ class _DecoderNode(bridge.KandinskyNode):
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Kandinsky 2.2 MoVQ latents: Kandinsky 2.2 MoVQ Decode turns them into a picture.",)
 
-    def sample(self, sampler, decoder, steps: int, latent: dict | None = None, **kwargs) -> tuple:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": cls.required(), "optional": {"noise": inputs.NOISE}}
+
+    def sample(self, sampler, decoder, steps: int, latent: dict | None = None, noise=None, **kwargs) -> tuple:
         """Run ``sampler`` (from the samples of ``latent``, when given) with the UNet loaded by ComfyUI's manager once
-        the inputs are checked; the output LATENT is made from ``latent``."""
+        the inputs are checked; the output LATENT is made from ``latent``. ``noise``, a prior's, replaces the seed."""
         kind = getattr(decoder, "kind", None)
         if kind != self.KIND:
             hub_id = DECODER_HUB_IDS[self.KIND]
@@ -32,6 +37,8 @@ class _DecoderNode(bridge.KandinskyNode):
             mask = latent.get("noise_mask")  # SetLatentNoiseMask's: repaint only there, as KSampler does
             if isinstance(mask, torch.Tensor) and "mask" not in kwargs:
                 kwargs["mask"] = bridge.mask_bhw(mask)
+        if noise is not None:
+            kwargs["seed"] = resumed(noise)
         callback = bridge.step_callback(steps, decoder.preview_factors)
         return (bridge.make_latent(sampler(decoder, steps=steps, load=load, callback=callback, **kwargs), latent),)
 
@@ -40,14 +47,15 @@ class Kandinsky22Txt2Img(_DecoderNode):
     DESCRIPTION = ("Paints MoVQ latents from noise, guided by image embeddings (the second of Kandinsky 2.2's "
                    "stages). Decode them to pixels with Kandinsky 2.2 MoVQ Decode.")
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**inputs.embeds_inputs(TEXT2IMG), **inputs.size_inputs(), **inputs.sampler_inputs(),
-                             "batch_size": inputs.BATCH}}
+    @staticmethod
+    def required() -> dict:
+        return {**inputs.embeds_inputs(TEXT2IMG), **inputs.size_inputs(), **inputs.sampler_inputs(),
+                "batch_size": inputs.BATCH}
 
-    def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size):
-        return self.sample(sampling.txt2img, decoder, steps, positive=positive, negative=negative, height=height,
-                           width=width, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler,
+    def run(self, decoder, positive, negative, width, height, steps, guidance_scale, seed, scheduler, batch_size,
+            noise=None):
+        return self.sample(sampling.txt2img, decoder, steps, noise=noise, positive=positive, negative=negative,
+                           height=height, width=width, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler,
                            batch_size=batch_size)
 
 
@@ -55,13 +63,13 @@ class Kandinsky22Img2Img(_DecoderNode):
     DESCRIPTION = ("Repaints a picture (its MoVQ latents) towards image embeddings; strength sets how much "
                    "changes. A batch of one picture or one embedding serves a batch of the other.")
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**inputs.embeds_inputs(TEXT2IMG), "latent": inputs.LATENT,
-                             **inputs.strength_input(0.3), **inputs.sampler_inputs()}}
+    @staticmethod
+    def required() -> dict:
+        return {**inputs.embeds_inputs(TEXT2IMG), "latent": inputs.LATENT, **inputs.strength_input(0.3),
+                **inputs.sampler_inputs()}
 
-    def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler):
-        return self.sample(sampling.img2img, decoder, steps, latent, positive=positive, negative=negative,
+    def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler, noise=None):
+        return self.sample(sampling.img2img, decoder, steps, latent, noise, positive=positive, negative=negative,
                            strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -70,16 +78,16 @@ class Kandinsky22Inpaint(_DecoderNode):
     DESCRIPTION = ("Repaints the masked part of a picture (mask 1 = repaint, as ComfyUI's masks) with the inpaint "
                    "decoder; the rest stays as it was.")
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
+    @staticmethod
+    def required() -> dict:
+        return {
             **inputs.embeds_inputs(INPAINT), "latent": inputs.LATENT,
             "mask": ("MASK", {"tooltip": "1 (white) = repaint, 0 = keep; resized to the picture's size. "
                                          "LoadImage's mask of a picture without alpha is all 0: nothing changes."}),
-            **inputs.sampler_inputs()}}
+            **inputs.sampler_inputs()}
 
-    def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler):
-        return self.sample(sampling.inpaint, decoder, steps, latent, positive=positive, negative=negative,
+    def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler, noise=None):
+        return self.sample(sampling.inpaint, decoder, steps, latent, noise, positive=positive, negative=negative,
                            mask=bridge.as_mask(mask), guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
 
 
@@ -87,28 +95,29 @@ class Kandinsky22ControlNet(_DecoderNode):
     KIND = CONTROLNET
     DESCRIPTION = "Paints from noise like Text to Image, following the shapes of a depth hint (ControlNet depth)."
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**inputs.embeds_inputs(CONTROLNET), "hint": inputs.HINT, **inputs.size_inputs(),
-                             **inputs.sampler_inputs(), "batch_size": inputs.BATCH}}
+    @staticmethod
+    def required() -> dict:
+        return {**inputs.embeds_inputs(CONTROLNET), "hint": inputs.HINT, **inputs.size_inputs(),
+                **inputs.sampler_inputs(), "batch_size": inputs.BATCH}
 
     def run(self, decoder, positive, negative, hint, width, height, steps, guidance_scale, seed, scheduler,
-            batch_size):
-        return self.sample(sampling.txt2img, decoder, steps, positive=positive, negative=negative, height=height,
-                           width=width, hint=bridge.image_to_bchw(hint, "hint"), guidance_scale=guidance_scale,
-                           seed=seed, scheduler=scheduler, batch_size=batch_size)
+            batch_size, noise=None):
+        return self.sample(sampling.txt2img, decoder, steps, noise=noise, positive=positive, negative=negative,
+                           height=height, width=width, hint=bridge.image_to_bchw(hint, "hint"),
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler, batch_size=batch_size)
 
 
 class Kandinsky22ControlNetImg2Img(_DecoderNode):
     KIND = CONTROLNET
     DESCRIPTION = "Repaints a picture like Image to Image, following the shapes of a depth hint (ControlNet depth)."
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {**inputs.embeds_inputs(CONTROLNET), "latent": inputs.LATENT, "hint": inputs.HINT,
-                             **inputs.strength_input(0.5), **inputs.sampler_inputs()}}
+    @staticmethod
+    def required() -> dict:
+        return {**inputs.embeds_inputs(CONTROLNET), "latent": inputs.LATENT, "hint": inputs.HINT,
+                **inputs.strength_input(0.5), **inputs.sampler_inputs()}
 
-    def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler):
-        return self.sample(sampling.img2img, decoder, steps, latent, positive=positive, negative=negative,
+    def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler,
+            noise=None):
+        return self.sample(sampling.img2img, decoder, steps, latent, noise, positive=positive, negative=negative,
                            hint=bridge.image_to_bchw(hint, "hint"), strength=strength, guidance_scale=guidance_scale,
                            seed=seed, scheduler=scheduler)

@@ -18,6 +18,9 @@ HINT = ("IMAGE", {"tooltip": "The depth hint: Kandinsky 2.2 Depth Hint, or any d
                              "the output size."})
 POSITIVE = ("K22_EMBEDS", {"tooltip": "Image embeddings to paint (from a prior or embeds node)."})
 NEGATIVE = ("K22_EMBEDS", {"tooltip": "Image embeddings to steer away from (a prior's negative)."})
+NOISE = ("K22_NOISE", {"tooltip": "Optional: a prior node's noise. The decoder then draws its noise on from where the "
+                                  "prior left it and seed is not used: the pixels of diffusers' combined pipelines, "
+                                  "which hand one generator from prior to decoder."})
 BATCH = ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Pictures per embedding."})
 
 # What to wire into an input of each type: added to a core error about that input.

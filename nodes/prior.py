@@ -1,11 +1,17 @@
 """Prior nodes: prompts -> CLIP image embeddings (K22_EMBEDS)."""
 from ..kandinsky_core import prior as prior_stage
+from ..kandinsky_core.schedulers import generator
 from . import comfy_bridge as bridge
 from . import inputs
 
-POSITIVE_NEGATIVE = ("The prompt's CLIP image embeddings: a decoder node's positive.",
-                     "The negative prompt's embeddings (the empty picture's when it is empty): a decoder node's "
-                     "negative.")
+RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS", "K22_NOISE")
+RETURN_NAMES = ("positive", "negative", "noise")
+OUTPUT_TOOLTIPS = ("The prompt's CLIP image embeddings: a decoder node's positive.",
+                   "The negative prompt's embeddings (the empty picture's when it is empty): a decoder node's "
+                   "negative.",
+                   "Where this run left its noise generator: wired into a decoder node's noise, the decoder draws on "
+                   "from there instead of from its own seed, as diffusers' combined pipelines do (one generator for "
+                   "both stages).")
 
 
 def prior_models(prior, image_encoder: bool = True) -> list:
@@ -13,15 +19,14 @@ def prior_models(prior, image_encoder: bool = True) -> list:
     return [prior.prior, prior.text_encoder, *([prior.image_encoder] if image_encoder else [])]
 
 
-def outputs(embeds) -> tuple:
-    return tuple(e.to(bridge.out_device()) for e in embeds)
+def outputs(embeds, rng=None) -> tuple:
+    """The embeddings on ComfyUI's output device, and the state of the generator they were drawn with."""
+    return (*(e.to(bridge.out_device()) for e in embeds), *([rng.get_state()] if rng else []))
 
 
 class Kandinsky22PriorEncode(bridge.KandinskyNode):
     CATEGORY = f"{bridge.CATEGORY}/prior"
-    RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS")
-    RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = POSITIVE_NEGATIVE
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS
     DESCRIPTION = ("Turns a prompt into the CLIP image embedding the decoder paints from (the first of Kandinsky "
                    "2.2's two stages). negative is the embedding of the negative prompt, or of an empty picture "
                    "when the negative prompt is empty.")
@@ -32,17 +37,16 @@ class Kandinsky22PriorEncode(bridge.KandinskyNode):
 
     def run(self, prior, prompt, negative_prompt, guidance_scale, steps, seed, batch_size):
         prior_stage.check(steps, batch_size, guidance_scale, seed)  # before any model loads
+        rng = generator(seed)
         with bridge.loaded(*prior_models(prior, prior_stage.needs_image_encoder(prior, negative_prompt))) as dev:
             return outputs(prior_stage.text_to_embeds(
-                prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=seed,
-                batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)))
+                prior, prompt, negative_prompt, guidance_scale=guidance_scale, steps=steps, seed=rng,
+                batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)), rng)
 
 
 class Kandinsky22PriorEmb2Emb(bridge.KandinskyNode):
     CATEGORY = f"{bridge.CATEGORY}/prior"
-    RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS")
-    RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = POSITIVE_NEGATIVE
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS
     DESCRIPTION = ("Moves a picture's CLIP embedding towards a prompt: the picture's embedding is noised to "
                    "strength and denoised by the prior. With strength 1 and the negative prior prompt as prompt, "
                    "its positive serves as a decoder's negative.")
@@ -61,11 +65,12 @@ class Kandinsky22PriorEmb2Emb(bridge.KandinskyNode):
     def run(self, prior, prompt, image, strength, negative_prompt, guidance_scale, steps, seed, batch_size):
         pictures = bridge.image_to_bchw(image)  # the inputs checked before any model loads
         prior_stage.check(steps, batch_size, guidance_scale, seed, strength)
+        rng = generator(seed)
         with bridge.loaded(*prior_models(prior)) as dev:
             return outputs(prior_stage.emb2emb(
                 prior, prompt, pictures, strength, negative_prompt,
-                guidance_scale=guidance_scale, steps=steps, seed=seed, batch_size=batch_size, device=dev,
-                callback=bridge.step_callback(steps)))
+                guidance_scale=guidance_scale, steps=steps, seed=rng, batch_size=batch_size, device=dev,
+                callback=bridge.step_callback(steps)), rng)
 
 
 class Kandinsky22ImageEncode(bridge.KandinskyNode):

@@ -50,6 +50,11 @@ def comfyui_version() -> str:
     return (comfyui_source() / "comfyui_version.py").read_text().split("__version__ = ")[-1].strip().strip('"')
 
 
+def has_blueprints() -> bool:
+    """Whether the running ComfyUI serves custom nodes' subgraph blueprints (app/subgraph_manager.py, v0.8.0 on)."""
+    return (comfyui_source() / "app" / "subgraph_manager.py").is_file()
+
+
 def page_packages() -> list[str]:
     """Where the release's page packages (frontend, templates, docs) are, to put first on the import path."""
     release = comfyui_release()

@@ -55,6 +55,21 @@ def decoder_pipeline(models_dir, mode, positive, negative, seed=0, **kwargs):
                                       generator=generator(seed), output_type="np", **kwargs).images
 
 
+COMBINED = {"text2img": "KandinskyV22CombinedPipeline", "img2img": "KandinskyV22Img2ImgCombinedPipeline",
+            "inpaint": "KandinskyV22InpaintCombinedPipeline"}
+
+
+def combined(models_dir, mode: str, prompt: str, seed: int = 0, **kwargs):
+    """Pixels [B, H, W, 3] in 0..1 from diffusers' combined pipeline of ``mode`` (prior, decoder and MoVQ in one call,
+    one generator for both stages), on the prior's and the decoder's tiny folders."""
+    prior, decoder = pipeline(models_dir, "prior"), pipeline(models_dir, FOLDERS.get(mode, mode))
+    pipe = getattr(diffusers, COMBINED[mode])(
+        unet=decoder.unet, scheduler=decoder.scheduler, movq=decoder.movq,
+        **{f"prior_{name}": part for name, part in prior.components.items()})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(prompt, generator=generator(seed), output_type="np", **kwargs).images
+
+
 def max_diff(a, b) -> float:
     a, b = (np.asarray(x.detach().float() if isinstance(x, torch.Tensor) else x) for x in (a, b))
     assert a.shape == b.shape, (a.shape, b.shape)

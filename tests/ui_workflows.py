@@ -2,8 +2,8 @@
 files so that the two cannot drift.
 
 ``python tests/ui_workflows.py`` rewrites workflows/NAME.json from workflows/api/NAME.json, ordering widgets by the
-node definitions (/object_info) of a real ComfyUI running this package; tests/server/test_ui_workflows.py checks that
-the shipped files are exactly what this makes.
+node definitions (/object_info) of a real ComfyUI running this package, and the subgraph blueprints (tests/blueprints.py);
+tests/server/test_ui_workflows.py checks that the shipped files are exactly what this makes.
 """
 from __future__ import annotations
 
@@ -129,11 +129,27 @@ def node_size(info: dict, values: list) -> list[int]:
 def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
     """The UI-format graph of API graph ``api``: same node ids, links and widget values, laid out by layout() with
     a Note saying what it does and what it needs."""
+    try:
+        nodes, links, groups = layout_graph(api, object_info, note_text(name, api))
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    # The view the page opens it at: whole in the VIEW of v0.8.0's page in a 1920 x 1080 window.
+    rects = [box(node) for node in nodes] + [group["bounding"] for group in groups]
+    scale, (x0, y0, _, _) = zoom_to_fit(rects), bounds(rects)
+    view = {"scale": round(scale, 4), "offset": [round((VIEW[0] + FIT_MARGIN) / scale - x0, 1),
+                                                 round((VIEW[1] + FIT_MARGIN) / scale - y0, 1)]}
+    return {"last_node_id": nodes[0]["id"], "last_link_id": len(links), "nodes": nodes, "links": links,
+            "groups": groups, "config": {}, "extra": {"ds": view}, "version": 0.4}
+
+
+def layout_graph(api: dict, object_info: dict, note: str) -> tuple[list, list, list]:
+    """(nodes, links, groups) of API graph ``api`` in the UI format, laid out by layout(): the Note (text ``note``)
+    first, then the nodes in execution order."""
     for node in api.values():
         info = object_info[node["class_type"]]
         unknown = set(node["inputs"]) - {n for n, _ in declared_inputs(info)}
         if unknown:
-            raise ValueError(f"{name}: {node['class_type']} has no inputs {sorted(unknown)}")
+            raise ValueError(f"{node['class_type']} has no inputs {sorted(unknown)}")
 
     depth: dict[str, int] = {}
 
@@ -147,7 +163,7 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
     note_id = max(map(int, api)) + 1
     links, out_links = [], {}
     nodes = [{"id": note_id, "type": "Note", "pos": None, "size": [400, 260], "flags": {}, "order": 0, "mode": 0,
-              "properties": {"text": ""}, "widgets_values": [note_text(name, api)], "color": "#432",
+              "properties": {"text": ""}, "widgets_values": [note], "color": "#432",
               "bgcolor": "#653"}]
     for key in keys:
         node, info = api[key], object_info[api[key]["class_type"]]
@@ -165,7 +181,7 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
         for widget_name, spec in widgets(info):
             value = EXTRA_VALUES[widget_name] if spec is None else node["inputs"].get(widget_name, default(spec))
             if isinstance(value, list):
-                raise ValueError(f"{name}: {node['class_type']}.{widget_name} is a link; widget inputs hold values")
+                raise ValueError(f"{node['class_type']}.{widget_name} is a link; widget inputs hold values")
             values.append(value)
         outputs = [{"name": out_name, "type": out_type, "links": None, "slot_index": slot}
                    for slot, (out_name, out_type) in enumerate(zip(info["output_name"], info["output"]))]
@@ -176,17 +192,7 @@ def ui_workflow(name: str, api: dict, object_info: dict) -> dict:
         for slot, output in enumerate(node["outputs"]):
             output["links"] = out_links.get((node["id"], slot))
 
-    try:
-        groups = layout(nodes, links)
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
-    # The view the page opens it at: whole in the VIEW of v0.8.0's page in a 1920 x 1080 window.
-    rects = [box(node) for node in nodes] + [group["bounding"] for group in groups]
-    scale, (x0, y0, _, _) = zoom_to_fit(rects), bounds(rects)
-    view = {"scale": round(scale, 4), "offset": [round((VIEW[0] + FIT_MARGIN) / scale - x0, 1),
-                                                 round((VIEW[1] + FIT_MARGIN) / scale - y0, 1)]}
-    return {"last_node_id": note_id, "last_link_id": len(links), "nodes": nodes, "links": links, "groups": groups,
-            "config": {}, "extra": {"ds": view}, "version": 0.4}
+    return nodes, links, layout(nodes, links)
 
 
 # ---- layout -----------------------------------------------------------------------------------------------------
@@ -208,9 +214,9 @@ WHOLE_AT_100 = {"txt2img", "img2img", "inpaint", "controlnet_depth"}  # README, 
 
 
 def stage(node_type: str) -> int:
-    """Index in STAGES of a node type: loaders, then the prior and what prepares the decoder's inputs, the decoder
-    or sampler, what makes and saves the picture."""
-    if node_type.endswith("Loader") or node_type == "LoadImage":
+    """Index in STAGES of a node type: loaders (and the picture coming in), then the prior and what prepares the
+    decoder's inputs, the decoder or sampler, what makes and saves the picture."""
+    if node_type.endswith("Loader") or node_type in ("LoadImage", "ImageScale"):
         return 0
     return 2 if node_type in DECODERS else 3 if node_type in OUTPUTS else 1
 
@@ -417,6 +423,10 @@ def server_object_info() -> dict:
 
 
 if __name__ == "__main__":
-    for path, ui in generated(server_object_info()).items():
+    import blueprints
+
+    info = server_object_info()
+    blueprints.SUBGRAPHS.mkdir(exist_ok=True)
+    for path, ui in {**generated(info), **blueprints.generated(info)}.items():
         path.write_text(dumps(ui))
         print(path)

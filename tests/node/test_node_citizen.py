@@ -127,7 +127,7 @@ def test_a_whole_graph_runs_with_the_network_cut(run_node, no_network):
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
     decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
     (depth,) = run_node("Kandinsky22DepthLoader", model=DEPTH_ID)
-    positive, negative = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="",
+    positive, negative, _ = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a cat", negative_prompt="",
                                   guidance_scale=4.0, steps=2, seed=1, batch_size=1)
     (hint,) = run_node("Kandinsky22DepthHint", depth_model=depth, image=torch.rand(1, 64, 64, 3))
     (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=64,

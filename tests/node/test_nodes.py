@@ -14,25 +14,25 @@ CONTRACT = {
     "Kandinsky22DecoderLoader": (["model", "dtype", "channels_last", "compile"],
                                  ("K22_DECODER", "K22_MOVQ", "MODEL", "VAE")),
     "Kandinsky22PriorEncode": (["prior", "prompt", "negative_prompt", "guidance_scale", "steps", "seed",
-                                "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
+                                "batch_size"], ("K22_EMBEDS", "K22_EMBEDS", "K22_NOISE")),
     "Kandinsky22Txt2Img": (["decoder", "positive", "negative", "width", "height", "steps", "guidance_scale", "seed",
-                            "scheduler", "batch_size"], ("LATENT",)),
+                            "scheduler", "batch_size", "noise"], ("LATENT",)),
     "Kandinsky22DepthLoader": (["model"], ("K22_DEPTH_MODEL",)),
     "Kandinsky22PriorEmb2Emb": (["prior", "prompt", "image", "strength", "negative_prompt", "guidance_scale", "steps",
-                                 "seed", "batch_size"], ("K22_EMBEDS", "K22_EMBEDS")),
+                                 "seed", "batch_size"], ("K22_EMBEDS", "K22_EMBEDS", "K22_NOISE")),
     "Kandinsky22ImageEncode": (["prior", "image"], ("K22_EMBEDS",)),
     "Kandinsky22EmbedsMix": (["embeds_1", "weight_1", "embeds_2", "weight_2", "method", "embeds_3", "weight_3",
                               "embeds_4", "weight_4"], ("K22_EMBEDS",)),
     "Kandinsky22DepthHint": (["depth_model", "image"], ("IMAGE",)),
     "Kandinsky22CLIPVisionEmbeds": (["clip_vision_output"], ("K22_EMBEDS",)),
     "Kandinsky22Img2Img": (["decoder", "positive", "negative", "latent", "strength", "steps", "guidance_scale", "seed",
-                            "scheduler"], ("LATENT",)),
+                            "scheduler", "noise"], ("LATENT",)),
     "Kandinsky22Inpaint": (["decoder", "positive", "negative", "latent", "mask", "steps", "guidance_scale", "seed",
-                            "scheduler"], ("LATENT",)),
+                            "scheduler", "noise"], ("LATENT",)),
     "Kandinsky22ControlNet": (["decoder", "positive", "negative", "hint", "width", "height", "steps", "guidance_scale",
-                               "seed", "scheduler", "batch_size"], ("LATENT",)),
+                               "seed", "scheduler", "batch_size", "noise"], ("LATENT",)),
     "Kandinsky22ControlNetImg2Img": (["decoder", "positive", "negative", "latent", "hint", "strength", "steps",
-                                      "guidance_scale", "seed", "scheduler"], ("LATENT",)),
+                                      "guidance_scale", "seed", "scheduler", "noise"], ("LATENT",)),
     "Kandinsky22MoVQEncode": (["movq", "image"], ("LATENT",)),
     "Kandinsky22MoVQDecode": (["movq", "latent"], ("IMAGE",)),
     "Kandinsky22Conditioning": (["positive", "negative", "hint"], ("CONDITIONING", "CONDITIONING")),
@@ -82,7 +82,7 @@ def test_validate_inputs_explains_a_missing_model(comfy, models_dir):
 @pytest.mark.parametrize("negative_prompt,batch,width,height", [("", 1, 64, 64), ("low quality", 2, 128, 64)])
 def test_txt2img_graph_matches_diffusers(run_node, loaded, models_dir, negative_prompt, batch, width, height):
     prior, decoder, movq = loaded
-    positive, negative = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
+    positive, negative, _ = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
                               negative_prompt=negative_prompt, guidance_scale=4.0, steps=5, seed=42, batch_size=batch)
     ref_pos, ref_neg = reference.prior(models_dir, "a red cat", negative_prompt, 4.0, 5, 42, batch)
     assert reference.max_diff(positive, ref_pos) <= 1e-4 and reference.max_diff(negative, ref_neg) <= 1e-4
@@ -95,7 +95,7 @@ def test_txt2img_graph_matches_diffusers(run_node, loaded, models_dir, negative_
 
 
 def test_largest_seed_is_accepted(run_node, loaded):
-    positive, negative = run_node("Kandinsky22PriorEncode", prior=loaded[0], prompt="a cat", negative_prompt="",
+    positive, negative, _ = run_node("Kandinsky22PriorEncode", prior=loaded[0], prompt="a cat", negative_prompt="",
                               guidance_scale=4.0, steps=2, seed=0xFFFFFFFFFFFFFFFF, batch_size=1)
     (latent,) = run_node("Kandinsky22Txt2Img", decoder=loaded[1], positive=positive, negative=negative, width=64,
                      height=64, steps=1, guidance_scale=4.0, seed=0xFFFFFFFFFFFFFFFF, scheduler="default",
@@ -410,3 +410,25 @@ def test_latents_are_float32_and_never_views_of_an_input(run_node, loaded):
         assert latent["samples"].dtype == same["samples"].dtype == torch.float32
         assert torch.equal(same["samples"], latent["samples"])
         assert same["samples"].untyped_storage().data_ptr() != latent["samples"].untyped_storage().data_ptr()
+
+
+def test_the_priors_noise_makes_the_decoder_a_combined_pipeline(run_node, loaded, models_dir):
+    """Prior Encode's noise wired into Text to Image: the decoder draws on from the prior's generator, as
+    KandinskyV22CombinedPipeline does with one generator; its own seed is then unused."""
+    prior, decoder, movq = loaded
+    positive, negative, noise = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
+                                         negative_prompt="low quality", guidance_scale=4.0, steps=3, seed=21,
+                                         batch_size=1)
+    images = []
+    for seed in (0, 1):
+        (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=64,
+                             height=64, steps=4, guidance_scale=4.0, seed=seed, scheduler="default", batch_size=1,
+                             noise=noise)
+        images.append(run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)[0])
+    expected = reference.combined(models_dir, "text2img", "a red cat", seed=21, negative_prompt="low quality",
+                                  num_inference_steps=4, prior_num_inference_steps=3, height=64, width=64)
+    assert reference.max_diff(images[0], expected) <= 1e-4
+    assert torch.equal(images[0], images[1])  # the seed is unused: the same operations on the same noise
+    with pytest.raises(Exception, match="noise output of a Kandinsky 2.2 prior node"):
+        run_node("Kandinsky22Txt2Img", decoder=decoder, positive=positive, negative=negative, width=64, height=64,
+                 steps=1, guidance_scale=4.0, seed=0, scheduler="default", batch_size=1, noise=torch.zeros(3))
