@@ -119,7 +119,7 @@ def blueprint(name: str, object_info: dict) -> dict:
         "id": sg_id, "version": 1, "revision": 0, "name": name, "config": {}, "extra": {},
         "state": {"lastGroupId": len(groups), "lastNodeId": max(by_id), "lastLinkId": len(links),
                   "lastRerouteId": 0},
-        "inputNode": {"id": -10, "bounding": [x0 - 200, TOP, 160, 40 + SLOT * len(inputs)]},
+        "inputNode": {"id": -10, "bounding": [x0 - 260, TOP, 160, 40 + SLOT * len(inputs)]},
         "outputNode": {"id": -20, "bounding": [x1 + 40, decode["pos"][1], 120, 60]},
         "inputs": inputs,
         "outputs": [{"id": _id(name, "output", "IMAGE"), "name": "IMAGE", "type": "IMAGE",

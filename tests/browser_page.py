@@ -151,3 +151,23 @@ LOAD = """async (name, text) => {
     return {dialog: (%s)(), overlaps, boxes, links, groups, types, visible: (%s)(), opened,
             prompt: (await app.graphToPrompt()).output};
 }""" % (DIALOG, VISIBLE)
+
+# Opens the node library (its side-bar button) and the folders on the way to ``path``'s leaf (v0.8.0's page); clicking
+# the leaf adds the node at the canvas's centre, as a click in the library does. Says which nodes it added.
+FROM_LIBRARY = """async (path) => {
+    const wait = () => new Promise((resolve) => setTimeout(resolve, 300));
+    if (!document.querySelector('.node-lib-tree-explorer')) {
+        document.querySelector('.node-library-tab-button').click();
+        await wait();
+    }
+    const entries = () => [...document.querySelectorAll('.node-lib-tree-explorer .p-tree-node-content')];
+    const before = new Set(app.graph._nodes.map((n) => n.id));
+    for (const label of path) {
+        const entry = entries().find((e) => e.querySelector('.node-label')?.innerText.trim() === label);
+        if (!entry) return {missing: label, shown: entries().map((e) => e.innerText.split('\\n')[0])};
+        const open = entry.closest('.p-tree-node')?.getAttribute('aria-expanded') === 'true';
+        if (!open) entry.click();
+        await wait();
+    }
+    return {added: app.graph._nodes.filter((n) => !before.has(n.id)).map((n) => n.id)};
+}"""

@@ -1,7 +1,7 @@
 """UI-format workflows (what ComfyUI's Save writes; drag one onto ComfyUI to load it), made from the API-format
 files so that the two cannot drift.
 
-``python tests/ui_workflows.py`` rewrites workflows/NAME.json from workflows/api/NAME.json, ordering widgets by the
+``python tests/ui_workflows.py`` rewrites workflows/TITLE.json from workflows/api/KEY.json (TITLES), ordering widgets by the
 node definitions (/object_info) of a real ComfyUI running this package, and the subgraph blueprints (tests/blueprints.py);
 tests/server/test_ui_workflows.py checks that the shipped files are exactly what this makes.
 """
@@ -14,7 +14,15 @@ import tempfile
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
-THUMBNAIL_HASHES = WORKFLOWS / "thumbnails.sha256"  # the sha256 of each NAME.json that NAME.jpg shows
+THUMBNAIL_HASHES = WORKFLOWS / "thumbnails.sha256"  # the sha256 of each TITLE.json that its pictures show
+PICTURES = WORKFLOWS / "pictures"  # KEY.jpg: each workflow whole in the page (the README's pictures)
+# workflows/TITLE.json is made from workflows/api/KEY.json. ComfyUI's Browse Templates shows a custom node's template
+# by its file name alone (title, and description with - and _ as spaces), so the name is the title a user knows.
+TITLES = {"txt2img": "Kandinsky 2.2 Text to Image", "img2img": "Kandinsky 2.2 Image to Image",
+          "inpaint": "Kandinsky 2.2 Inpaint", "controlnet_depth": "Kandinsky 2.2 ControlNet Depth",
+          "controlnet_img2img": "Kandinsky 2.2 ControlNet Img2Img", "interpolate": "Kandinsky 2.2 Interpolate",
+          "ksampler_txt2img": "Kandinsky 2.2 KSampler Txt2Img", "ksampler_inpaint": "Kandinsky 2.2 KSampler Inpaint"}
+KEYS = {title: key for key, title in TITLES.items()}
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 FRONTEND_ONLY = ("Note", "Reroute", "PrimitiveNode")  # nodes of the web page alone; /object_info does not list them
 EXTRA_VALUES = {"control_after_generate": "fixed", "upload": "image"}  # seeds ship fixed: a rerun repeats the picture
@@ -392,7 +400,7 @@ def digest(path: Path) -> str:
 
 
 def thumbnail_hashes() -> dict[str, str]:
-    """Workflow file name -> the sha256 its picture was taken of (as sha256sum writes them: `sha256sum -c` checks)."""
+    """Workflow file name -> the sha256 its pictures were taken of (as sha256sum writes them: `sha256sum -c` checks)."""
     lines = THUMBNAIL_HASHES.read_text().splitlines() if THUMBNAIL_HASHES.is_file() else []
     return {name: sha for sha, name in (line.split(maxsplit=1) for line in lines)}
 
@@ -401,9 +409,19 @@ def api_files() -> list[Path]:
     return sorted((WORKFLOWS / "api").glob("*.json"))
 
 
+def ui_files() -> list[Path]:
+    return sorted(WORKFLOWS.glob("*.json"))
+
+
+def api_file(ui_path: Path) -> Path:
+    """workflows/api/KEY.json of the UI workflow workflows/TITLE.json."""
+    return WORKFLOWS / "api" / f"{KEYS[ui_path.stem]}.json"
+
+
 def generated(object_info: dict) -> dict[Path, dict]:
-    """workflows/NAME.json -> its UI graph, for every workflows/api/NAME.json."""
-    return {WORKFLOWS / p.name: ui_workflow(p.stem, json.loads(p.read_text()), object_info) for p in api_files()}
+    """workflows/TITLE.json -> its UI graph, for every workflows/api/KEY.json."""
+    return {WORKFLOWS / f"{TITLES[p.stem]}.json": ui_workflow(p.stem, json.loads(p.read_text()), object_info)
+            for p in api_files()}
 
 
 def dumps(ui: dict) -> str:

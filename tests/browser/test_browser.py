@@ -13,10 +13,10 @@ import pytest
 from browser_page import DIALOG, LOAD, open_comfyui
 from comfy_server import RELEASES, comfyui_release
 from helpers import WORKFLOWS
-from ui_workflows import (READABLE, VIEW, WHOLE_AT_100, bounds, declared_inputs, links_under_nodes, misgrouped,
-                          with_defaults, zoom_to_fit)
+from ui_workflows import (KEYS, READABLE, TITLES, VIEW, WHOLE_AT_100, api_file, bounds, declared_inputs,
+                          links_under_nodes, misgrouped, ui_files, with_defaults, zoom_to_fit)
 
-UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+UI_FILES = ui_files()
 DEFAULT_PAGE = comfyui_release() == RELEASES[0]  # the page the files' views are made for (VIEW)
 
 
@@ -33,7 +33,7 @@ def page(server, tmp_path_factory):
 
 def test_missing_node_warning_is_seen(page):
     """The check below sees the page's missing-node warning: a graph with an unknown node type raises it."""
-    broken = (WORKFLOWS / "txt2img.json").read_text().replace('"Kandinsky22MoVQDecode"', '"NoSuchKandinskyNode"')
+    broken = (WORKFLOWS / f"{TITLES['txt2img']}.json").read_text().replace('"Kandinsky22MoVQDecode"', '"NoSuchKandinskyNode"')
     assert "NoSuchKandinskyNode" in (page.call(LOAD, "broken.json", broken)["dialog"] or "")
 
 
@@ -51,7 +51,7 @@ def test_ui_workflow_in_browser(server, page, path):
     # shows it whole.
     rects = [*boxes.values(), *(rect for _, rect in loaded["groups"])]
     zoom = zoom_to_fit(rects, loaded["visible"][2:])
-    assert zoom >= READABLE and (zoom == 1) == (path.stem in WHOLE_AT_100), (path.name, loaded["visible"])
+    assert zoom >= READABLE and (zoom == 1) == (KEYS[path.stem] in WHOLE_AT_100), (path.name, loaded["visible"])
     view = json.loads(path.read_text())["extra"]["ds"]
     assert loaded["opened"] == pytest.approx([view["scale"], *view["offset"]])
     if DEFAULT_PAGE:
@@ -60,7 +60,7 @@ def test_ui_workflow_in_browser(server, page, path):
         x0, y0, x1, y1 = bounds(rects)
         assert VIEW[0] <= (x0 + dx) * scale and (x1 + dx) * scale <= VIEW[0] + VIEW[2], path.name
         assert VIEW[1] <= (y0 + dy) * scale and (y1 + dy) * scale <= VIEW[1] + VIEW[3], path.name
-    api = json.loads((WORKFLOWS / "api" / path.name).read_text())
+    api = json.loads(api_file(path).read_text())
     info = server.get("/object_info")
     # What the server reads of the page's prompt: the declared inputs (the page sends LoadImage's upload button too).
     declared = {node_type: {name for name, _ in declared_inputs(i)} for node_type, i in info.items()}

@@ -13,7 +13,7 @@ from PIL import Image
 
 import reference
 from blueprints import BLUEPRINTS
-from browser_page import DIALOG, open_comfyui
+from browser_page import DIALOG, FROM_LIBRARY, open_comfyui
 from comfy_server import has_blueprints
 from helpers import picture
 
@@ -22,27 +22,6 @@ PROMPT, NEGATIVE, SIDE = "a red cat", "low quality", 64
 SETTINGS = dict(width=SIDE, height=SIDE, steps=4, prior_steps=3, guidance_scale=4.0, prior_guidance_scale=4.0)
 MODES = {"Kandinsky 2.2 Text to Image": "text2img", "Kandinsky 2.2 Image to Image": "img2img",
          "Kandinsky 2.2 Inpaint": "inpaint"}
-
-# Opens the node library (its side-bar button) and the folders on the way to ``path``'s leaf; clicking the leaf adds
-# the node at the canvas's centre, as a click in the library does.
-FROM_LIBRARY = """async (path) => {
-    const wait = () => new Promise((resolve) => setTimeout(resolve, 300));
-    if (!document.querySelector('.node-lib-tree-explorer')) {
-        document.querySelector('.node-library-tab-button').click();
-        await wait();
-    }
-    const entries = () => [...document.querySelectorAll('.node-lib-tree-explorer .p-tree-node-content')];
-    const before = new Set(app.graph._nodes.map((n) => n.id));
-    for (const label of path) {
-        const entry = entries().find((e) => e.querySelector('.node-label')?.innerText.trim() === label);
-        if (!entry) return {missing: label, shown: entries().map((e) => e.innerText.split('\\n')[0])};
-        const open = entry.closest('.p-tree-node')?.getAttribute('aria-expanded') === 'true';
-        if (!open) entry.click();
-        await wait();
-    }
-    return {added: app.graph._nodes.filter((n) => !before.has(n.id)).map((n) => n.id)};
-}"""
-
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):

@@ -1,5 +1,6 @@
 """A real ComfyUI server with this package: graphs posted to /prompt as a client would post them."""
 import json
+import urllib.parse
 
 import numpy as np
 
@@ -49,5 +50,5 @@ def test_the_workflows_are_templates_and_their_pictures_are_provided(server):
     assert sorted(templates[PACKAGE_NAME]) == sorted(p.stem for p in WORKFLOWS.glob("*.json"))
     for name in templates[PACKAGE_NAME]:
         for suffix in (".json", ".jpg"):
-            served = server.read(f"/api/workflow_templates/{PACKAGE_NAME}/{name}{suffix}")
-            assert served == (WORKFLOWS / name).with_suffix(suffix).read_bytes(), name + suffix
+            served = server.read(f"/api/workflow_templates/{PACKAGE_NAME}/{urllib.parse.quote(name + suffix)}")
+            assert served == (WORKFLOWS / f"{name}{suffix}").read_bytes(), name + suffix

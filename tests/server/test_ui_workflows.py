@@ -4,11 +4,11 @@ import json
 import re
 
 import pytest
-from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, READABLE, WHOLE_AT_100, WORKFLOWS, api_files, box, default,
-                          digest, dumps, file_links, generated, links_under_nodes, misgrouped, sockets,
-                          stage, thumbnail_hashes, widgets, with_defaults, zoom_to_fit)
+from ui_workflows import (EXTRA_VALUES, FRONTEND_ONLY, KEYS, PICTURES, READABLE, WHOLE_AT_100, WORKFLOWS, api_file,
+                          api_files, box, default, digest, dumps, file_links, generated, links_under_nodes, misgrouped,
+                          sockets, stage, thumbnail_hashes, ui_files, widgets, with_defaults, zoom_to_fit)
 
-UI_FILES = sorted(WORKFLOWS.glob("*.json"))
+UI_FILES = ui_files()
 SEEDS = {"txt2img", "img2img", "inpaint", "controlnet_depth", "controlnet_img2img", "interpolate", "ksampler_txt2img",
          "ksampler_inpaint"}
 
@@ -24,7 +24,7 @@ def load(path):
 
 
 def test_a_ui_file_for_every_seed_workflow():
-    assert {p.stem for p in UI_FILES} == {p.stem for p in api_files()} == SEEDS
+    assert {KEYS[p.stem] for p in UI_FILES} == {p.stem for p in api_files()} == SEEDS
 
 
 def test_ui_files_are_generated_from_the_api_files(object_info):
@@ -91,7 +91,7 @@ def test_ui_graph_is_the_api_graph(object_info, path):
             graph[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     for _, source, source_slot, target, target_slot, _ in ui["links"]:
         graph[str(target)]["inputs"][nodes[target]["inputs"][target_slot]["name"]] = [str(source), source_slot]
-    api = json.loads((WORKFLOWS / "api" / path.name).read_text())
+    api = json.loads(api_file(path).read_text())
     assert graph == with_defaults(api, object_info)
 
 
@@ -117,7 +117,7 @@ def test_layout(path):
     groups = [(group["title"], group["bounding"]) for group in ui["groups"]]
     assert misgrouped(boxes, groups, {i: node["type"] for i, node in nodes.items()}) == []
     zoom = zoom_to_fit([*boxes.values(), *(rect for _, rect in groups)])
-    assert zoom >= READABLE and (zoom == 1) == (path.stem in WHOLE_AT_100), zoom  # README, "Workflows"
+    assert zoom >= READABLE and (zoom == 1) == (KEYS[path.stem] in WHOLE_AT_100), zoom  # README, "Workflows"
     right = {}
     for i, node in nodes.items():
         if node["type"] != "Note":
@@ -127,9 +127,11 @@ def test_layout(path):
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
-def test_thumbnail_shows_the_workflow(path):
-    """workflows/NAME.jpg (the template thumbnail, the README's picture) is taken of this very NAME.json."""
-    assert path.with_suffix(".jpg").is_file() and path.name in thumbnail_hashes(), f"no picture of {path.name}"
+def test_pictures_show_the_workflow(path):
+    """workflows/TITLE.jpg (the template's card) and workflows/pictures/KEY.jpg (the README's picture) are made of
+    this very TITLE.json."""
+    card, whole = path.with_suffix(".jpg"), PICTURES / f"{KEYS[path.stem]}.jpg"
+    assert card.is_file() and whole.is_file() and path.name in thumbnail_hashes(), f"no pictures of {path.name}"
     assert thumbnail_hashes()[path.name] == digest(path), \
-        f"{path.with_suffix('.jpg').name} is older than {path.name}: run `python tests/tools/thumbnails.py`"
-    assert path.with_suffix(".jpg").stat().st_size < 400_000
+        f"the pictures of {path.name} are older than it: run `python tests/tools/thumbnails.py`"
+    assert card.stat().st_size < 100_000 and whole.stat().st_size < 400_000
