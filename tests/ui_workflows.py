@@ -1,9 +1,10 @@
 """UI-format workflows (what ComfyUI's Save writes; drag one onto ComfyUI to load it), made from the API-format
 files so that the two cannot drift.
 
-``python tests/ui_workflows.py`` rewrites workflows/TITLE.json from workflows/api/KEY.json (TITLES), ordering widgets by the
-node definitions (/object_info) of a real ComfyUI running this package, and the subgraph blueprints (tests/blueprints.py);
-tests/server/test_ui_workflows.py checks that the shipped files are exactly what this makes.
+``python tests/ui_workflows.py`` rewrites workflows/TITLE.json from workflows/api/KEY.json (TITLES), ordering widgets
+by the node definitions (/object_info) of a real ComfyUI running this package, and the subgraph blueprints
+(tests/blueprints.py); tests/server/test_ui_workflows.py and test_blueprints.py check that the shipped files are
+exactly what this makes.
 """
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ def page(server, tmp_path_factory):
 
 def test_missing_node_warning_is_seen(page):
     """The check below sees the page's missing-node warning: a graph with an unknown node type raises it."""
-    broken = (WORKFLOWS / f"{TITLES['txt2img']}.json").read_text().replace('"Kandinsky22MoVQDecode"', '"NoSuchKandinskyNode"')
+    broken = (WORKFLOWS / f"{TITLES['txt2img']}.json").read_text()
+    broken = broken.replace('"Kandinsky22MoVQDecode"', '"NoSuchKandinskyNode"')
     assert "NoSuchKandinskyNode" in (page.call(LOAD, "broken.json", broken)["dialog"] or "")
 
 

@@ -39,7 +39,8 @@ CARDS = """async (pack) => {
         const sha = [...new Uint8Array(await crypto.subtle.digest('SHA-256', bytes))]
             .map((b) => b.toString(16).padStart(2, '0')).join('');
         const r = img.getBoundingClientRect();
-        const whole = title.scrollWidth <= title.clientWidth && title.scrollHeight <= title.clientHeight + 1;  // clamped
+        // In full: neither wider nor (line-clamped to one line) taller than it shows.
+        const whole = title.scrollWidth <= title.clientWidth && title.scrollHeight <= title.clientHeight + 1;
         return {title: title.innerText.trim(), whole, sha,
                 description: card.querySelector('p')?.innerText.trim(), rect: [r.x, r.y, r.width, r.height]};
     }));

@@ -192,7 +192,8 @@ class Graph:
 
         def progress(value, total, preview, prompt_id=None, node_id=None):  # main.py's hijack_progress
             comfy.model_management.throw_exception_if_processing_interrupted()
-            self.server.send_sync("progress", {"value": value, "max": total, "node": node_id or self.server.last_node_id})
+            node = node_id or self.server.last_node_id
+            self.server.send_sync("progress", {"value": value, "max": total, "node": node})
 
         comfy.utils.set_progress_bar_global_hook(progress)
         logging.getLogger().setLevel(logging.WARNING)  # ComfyUI's "Requested to load ..." lines
