@@ -69,8 +69,9 @@ class Kandinsky22Img2Img(_DecoderNode):
                 **inputs.sampler_inputs()}
 
     def run(self, decoder, positive, negative, latent, strength, steps, guidance_scale, seed, scheduler, noise=None):
-        return self.sample(sampling.img2img, decoder, steps, latent, noise, positive=positive, negative=negative,
-                           strength=strength, guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
+        return self.sample(sampling.img2img, decoder, steps, latent, noise=noise, positive=positive,
+                           negative=negative, strength=strength, guidance_scale=guidance_scale, seed=seed,
+                           scheduler=scheduler)
 
 
 class Kandinsky22Inpaint(_DecoderNode):
@@ -87,8 +88,9 @@ class Kandinsky22Inpaint(_DecoderNode):
             **inputs.sampler_inputs()}
 
     def run(self, decoder, positive, negative, latent, mask, steps, guidance_scale, seed, scheduler, noise=None):
-        return self.sample(sampling.inpaint, decoder, steps, latent, noise, positive=positive, negative=negative,
-                           mask=bridge.as_mask(mask), guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)
+        return self.sample(sampling.inpaint, decoder, steps, latent, noise=noise, positive=positive,
+                           negative=negative, mask=bridge.as_mask(mask), guidance_scale=guidance_scale, seed=seed,
+                           scheduler=scheduler)
 
 
 class Kandinsky22ControlNet(_DecoderNode):
@@ -118,6 +120,6 @@ class Kandinsky22ControlNetImg2Img(_DecoderNode):
 
     def run(self, decoder, positive, negative, latent, hint, strength, steps, guidance_scale, seed, scheduler,
             noise=None):
-        return self.sample(sampling.img2img, decoder, steps, latent, noise, positive=positive, negative=negative,
-                           hint=bridge.image_to_bchw(hint, "hint"), strength=strength, guidance_scale=guidance_scale,
-                           seed=seed, scheduler=scheduler)
+        return self.sample(sampling.img2img, decoder, steps, latent, noise=noise, positive=positive,
+                           negative=negative, hint=bridge.image_to_bchw(hint, "hint"), strength=strength,
+                           guidance_scale=guidance_scale, seed=seed, scheduler=scheduler)

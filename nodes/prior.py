@@ -4,16 +4,6 @@ from ..kandinsky_core.schedulers import generator
 from . import comfy_bridge as bridge
 from . import inputs
 
-RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS", "K22_NOISE")
-RETURN_NAMES = ("positive", "negative", "noise")
-OUTPUT_TOOLTIPS = ("The prompt's CLIP image embeddings: a decoder node's positive.",
-                   "The negative prompt's embeddings (the empty picture's when it is empty): a decoder node's "
-                   "negative.",
-                   "Where this run left its noise generator: wired into a decoder node's noise, the decoder draws on "
-                   "from there instead of from its own seed, as diffusers' combined pipelines do (one generator for "
-                   "both stages).")
-
-
 def prior_models(prior, image_encoder: bool = True) -> list:
     """The prior's models a node runs: the image encoder only when asked (picture embeddings, the zero one)."""
     return [prior.prior, prior.text_encoder, *([prior.image_encoder] if image_encoder else [])]
@@ -24,9 +14,19 @@ def outputs(embeds, rng=None) -> tuple:
     return (*(e.to(bridge.out_device()) for e in embeds), *([rng.get_state()] if rng else []))
 
 
-class Kandinsky22PriorEncode(bridge.KandinskyNode):
+class _PriorNode(bridge.KandinskyNode):
+    """A prior node: the embeddings of a prompt, and where its noise generator stopped."""
     CATEGORY = f"{bridge.CATEGORY}/prior"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS
+    RETURN_TYPES = ("K22_EMBEDS", "K22_EMBEDS", "K22_NOISE")
+    RETURN_NAMES = ("positive", "negative", "noise")
+    OUTPUT_TOOLTIPS = (
+        "The prompt's CLIP image embeddings: a decoder node's positive.",
+        "The negative prompt's embeddings (the empty picture's when it is empty): a decoder node's negative.",
+        "Where this run left its noise generator: wired into a decoder node's noise, the decoder draws on from there "
+        "instead of from its own seed, as diffusers' combined pipelines do (one generator for both stages).")
+
+
+class Kandinsky22PriorEncode(_PriorNode):
     DESCRIPTION = ("Turns a prompt into the CLIP image embedding the decoder paints from (the first of Kandinsky "
                    "2.2's two stages). negative is the embedding of the negative prompt, or of an empty picture "
                    "when the negative prompt is empty.")
@@ -44,9 +44,7 @@ class Kandinsky22PriorEncode(bridge.KandinskyNode):
                 batch_size=batch_size, device=dev, callback=bridge.step_callback(steps)), rng)
 
 
-class Kandinsky22PriorEmb2Emb(bridge.KandinskyNode):
-    CATEGORY = f"{bridge.CATEGORY}/prior"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS
+class Kandinsky22PriorEmb2Emb(_PriorNode):
     DESCRIPTION = ("Moves a picture's CLIP embedding towards a prompt: the picture's embedding is noised to "
                    "strength and denoised by the prior. With strength 1 and the negative prior prompt as prompt, "
                    "its positive serves as a decoder's negative.")

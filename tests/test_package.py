@@ -2,6 +2,7 @@
 and no command of a Hugging Face CLI that no longer exists."""
 import subprocess
 import tomllib
+import zipfile
 
 from comfy_server import RELEASES
 from helpers import REPO
@@ -41,3 +42,17 @@ def test_the_registry_cli_validates_the_package():
                          capture_output=True, text=True, timeout=300)
     said = run.stdout + run.stderr  # a field it cannot read (requires-comfyui, say) is only a warning, then dropped
     assert run.returncode == 0 and "validation checks passed" in said and "warning" not in said.lower(), said
+
+
+def test_the_published_archive_keeps_the_blueprints_and_workflows(tmp_path):
+    """`comfy node pack` (the registry CLI's archive, which reads .comfyignore) of the committed files."""
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tmp_path)], input=archive, check=True)
+    comfy = REPO / ".venv" / "tools" / "bin" / "comfy"
+    subprocess.run([str(comfy), "--skip-prompt", "--no-enable-telemetry", "node", "pack"], cwd=tmp_path,
+                   capture_output=True, text=True, timeout=300, check=True)
+    with zipfile.ZipFile(tmp_path / "node.zip") as packed:
+        names = set(packed.namelist())
+    shipped = {f"{folder}/{p.name}" for folder in ("subgraphs", "workflows") for p in (REPO / folder).glob("*.json")}
+    assert shipped and shipped <= names, shipped - names
+    assert "__init__.py" in names and not any(n.startswith(("tests/", ".ci/")) for n in names)
