@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import os
 import shutil
 import weakref
 from pathlib import Path
 
 import comfy.model_management as mm
+import comfy.model_patcher
+import comfy.ops
 import comfy.utils
 import folder_paths
 import torch
 from comfy.cli_args import LatentPreviewMethod, args
-from comfy.model_patcher import ModelPatcher
+from comfy.patcher_extension import CallbacksMP
 from PIL import Image
 
 from ..kandinsky_core import KandinskyError
@@ -118,27 +119,56 @@ class ModuleHolder(torch.nn.Module):
         self.module = module
 
 
-class KandinskyPatcher(ModelPatcher):
-    """ComfyUI's ModelPatcher for models that load and unload whole: its partial loading moves only the weights of
-    leaf modules, and runs the rest on the other device only for its own cast-on-demand layers (comfy.ops), which
-    diffusers and transformers modules are not; buffers and bare parameters (the prior's positional_embedding,
-    clip_mean, ...) would stay behind. The pack's nodes load with ``force_full_load``; these two overrides hold for
-    ComfyUI's own calls too (KSampler's load, --novram's, its memory manager's partial unload). Both take any
-    arguments the running ComfyUI passes, and change only what they must."""
-
-    def load(self, *args, **kwargs):
-        bound = inspect.signature(super().load).bind(*args, **kwargs)
-        bound.arguments["full_load"] = True
-        return super().load(*bound.args, **bound.kwargs)
-
-    def partially_unload(self, *args, **kwargs):  # nothing freed: ComfyUI's manager then unloads the model whole
-        return 0
+# The layers of diffusers' and transformers' Kandinsky 2.2 models, and ComfyUI's cast-on-demand classes for them
+# (comfy.ops): ComfyUI's partial loading, --lowvram and dynamic VRAM load, stream or leave on the offload device
+# exactly these layers, casting the weights of those they left as each one runs.
+COMFY_LAYERS = {torch.nn.Linear: comfy.ops.disable_weight_init.Linear,
+                torch.nn.Conv2d: comfy.ops.disable_weight_init.Conv2d,
+                torch.nn.ConvTranspose2d: comfy.ops.disable_weight_init.ConvTranspose2d,
+                torch.nn.GroupNorm: comfy.ops.disable_weight_init.GroupNorm,
+                torch.nn.LayerNorm: comfy.ops.disable_weight_init.LayerNorm,
+                torch.nn.Embedding: comfy.ops.disable_weight_init.Embedding}
 
 
-def make_patcher(module: torch.nn.Module) -> KandinskyPatcher:
-    """A patcher through which ComfyUI's manager loads ``module`` (a diffusers or transformers one in a ModuleHolder,
-    or a ComfyUI model) whole on its device."""
-    return KandinskyPatcher(module, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+def comfy_layers(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with each of its layers of COMFY_LAYERS' types made ComfyUI's class for it, in place: a subclass of
+    the same torch layer with the same weights, which runs as the torch layer does until ComfyUI marks it for
+    casting."""
+    for layer in module.modules():
+        if type(layer) in COMFY_LAYERS:
+            layer.__class__ = COMFY_LAYERS[type(layer)]
+            if not hasattr(layer, "bias"):  # ComfyUI's Embedding reads a bias, which its own init sets to None
+                layer.bias = None
+    return module
+
+
+def bare_weights(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """(module, name) of the parameters and buffers that ComfyUI's partial load never moves: those of modules that
+    have children (a prior's positional_embedding, clip_mean and clip_std, CLIP's class_embedding and position_ids,
+    DPT's position_embeddings). All are small."""
+    return [(m, name) for m in module.modules() if next(m.children(), None) is not None
+            for name, _ in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]]
+
+
+def place_bare_weights(patcher, device_to, *args, **kwargs) -> None:
+    """ComfyUI calls this after each load (CallbacksMP.ON_LOAD): the bare weights go where the model runs, whole or
+    partially loaded. Its unload moves the whole model back."""
+    if device_to is not None:
+        for m in {m for m, _ in bare_weights(patcher.model)}:
+            m._apply(lambda t: t.to(device_to), recurse=False)  # torch's own move of a module's own tensors
+
+
+def make_patcher(module: torch.nn.Module, disable_dynamic: bool = False):
+    """ComfyUI's own patcher for ``module`` (a diffusers or transformers one in a ModuleHolder, or a ComfyUI model),
+    its layers made ComfyUI's: its manager loads it whole, or in part where it must. The class is the running
+    ComfyUI's CoreModelPatcher (0.38 on: ModelPatcherDynamic under dynamic VRAM, as main.py sets it at start), read
+    at each call, or ModelPatcher where it has none or where the caller asks for no dynamic one."""
+    kind = comfy.model_patcher.ModelPatcher
+    if not disable_dynamic:
+        kind = getattr(comfy.model_patcher, "CoreModelPatcher", kind)
+    patcher = kind(comfy_layers(module), load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    patcher.add_callback(CallbacksMP.ON_LOAD, place_bare_weights)
+    return patcher
 
 
 _patchers = weakref.WeakValueDictionary()  # id(module) -> its patcher, while a loader output holds it
@@ -156,7 +186,7 @@ def own(output, *modules: torch.nn.Module, made: dict | None = None):
     return output
 
 
-def patcher(module: torch.nn.Module) -> KandinskyPatcher:
+def patcher(module: torch.nn.Module):
     if id(module) not in _patchers:
         raise KandinskyError("this model was not made by a Kandinsky 2.2 loader node: wire in a loader's output.")
     return _patchers[id(module)]
@@ -190,10 +220,11 @@ def items_that_fit(per_item: int, module: torch.nn.Module, dev: torch.device) ->
 
 @contextlib.contextmanager
 def loaded(*modules: torch.nn.Module, memory_required: int = 0):
-    """Load whole models on ComfyUI's device through its manager (which frees what others hold if it must) and
-    yield the device. Under --lowvram/--novram they are unloaded again when the node is done."""
+    """Load models on ComfyUI's device through its manager (which frees what others hold if it must, and loads a model
+    in part where it does not fit) and yield the device. Under --lowvram/--novram they are unloaded again when the
+    node is done."""
     patchers = [patcher(m) for m in modules]
-    mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+    mm.load_models_gpu(patchers, memory_required=memory_required)
     try:
         yield mm.get_torch_device()
     finally:

@@ -103,8 +103,8 @@ def load_decoder(folder, dtype, channels_last, compile, previews):
 def fresh_model(*how, disable_dynamic=False):
     """A new MODEL, loaded as the Decoder Loader loaded the one it came from: ComfyUI's deep clones, which need new
     weights (0.38's clone(force_deepcopy=True), its multi-GPU clones), call it through the patcher's
-    ``cached_patcher_init``. Its patcher is never dynamic (``disable_dynamic``): it loads whole."""
-    return native.model_patcher(load_decoder(*how)[0])
+    ``cached_patcher_init``, which passes ``disable_dynamic`` on to the patcher it makes."""
+    return native.model_patcher(load_decoder(*how)[0], disable_dynamic)
 
 
 class Kandinsky22DepthLoader(_Loader):

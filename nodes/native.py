@@ -215,7 +215,6 @@ class Kandinsky22VAE(comfy.sd.VAE):
         self.working_dtypes = [dtype, torch.float32]
         self.downscale_ratio = self.upscale_ratio = downscale(movq)
         self.latent_channels = movq.config.latent_channels
-        self.disable_offload = True  # ComfyUI's VAE then loads it with force_full_load (a KandinskyPatcher loads whole)
         cells = self.downscale_ratio ** 2  # pixels per latent cell
 
         def memory(latent_area, dtype):
@@ -229,8 +228,8 @@ class Kandinsky22VAE(comfy.sd.VAE):
         self.process_output = lambda image: image.add_(1.0).div_(2.0).clamp_(0.0, 1.0)
 
 
-def model_patcher(decoder: DecoderBundle):
-    return bridge.make_patcher(Kandinsky22Model(decoder))
+def model_patcher(decoder: DecoderBundle, disable_dynamic: bool = False):
+    return bridge.make_patcher(Kandinsky22Model(decoder), disable_dynamic)
 
 
 def native(decoder: DecoderBundle, movq) -> tuple:
