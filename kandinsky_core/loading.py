@@ -35,6 +35,9 @@ HUB_IDS = {  # each family's hub ids, listed before the folders found
 }
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Weight storage only (each layer casts its weights to the compute dtype as it runs): the fp8 types this torch has.
+FP8 = {name: getattr(torch, kind) for name, kind in (("fp8_e4m3fn", "float8_e4m3fn"), ("fp8_e5m2", "float8_e5m2"))
+       if hasattr(torch, kind)}
 # Files a download takes: configs, tokenizer files and full-precision safetensors, never pickles. For half
 # precision it takes the fp16 variant files (``model.fp16.safetensors``: half the download and the disk) instead.
 FP16 = "fp16"

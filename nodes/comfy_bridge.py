@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..kandinsky_core import KandinskyError
 from ..kandinsky_core.errors import describe
-from ..kandinsky_core.loading import DTYPES
+from ..kandinsky_core.loading import DTYPES, FP8
 from .inputs import WIRE_IN
 
 CATEGORY = "Kandinsky 2.2"
@@ -102,12 +102,30 @@ def out_device() -> torch.device:
 
 
 def dtype_for(choice: str) -> torch.dtype:
-    """``auto`` is ComfyUI's own choice for the device (so --force-fp32 and friends hold); else as named."""
-    if choice == "auto":
+    """The dtype to compute in: ``auto`` (and fp8 storage) is ComfyUI's own choice for the device (so --force-fp32
+    and friends hold); else as named."""
+    if choice == "auto" or choice in FP8:
         return torch.float16 if mm.should_use_fp16(mm.get_torch_device()) else torch.float32
     if choice not in DTYPES:
-        raise KandinskyError(f"dtype '{choice}' is unknown: pick one of auto, {', '.join(DTYPES)}.")
+        raise KandinskyError(f"dtype '{choice}' is unknown: pick one of auto, {', '.join([*DTYPES, *FP8])}.")
     return DTYPES[choice]
+
+
+# Layers whose weight dtype the model casts its input to (diffusers' ImageProjection, CLIP's patch embedding): they
+# keep the compute dtype, or that input would be cast to fp8.
+CASTS_INPUT_TO_ITS_WEIGHT = ("image_embeds", "patch_embedding")
+
+
+def store(module: torch.nn.Module, choice: str, layers: tuple = (torch.nn.Linear, torch.nn.Conv2d)) -> torch.nn.Module:
+    """``module`` with the weights of its ``layers`` stored in the fp8 type ``choice`` names (unchanged for any other
+    choice), in place: each such layer, one of ComfyUI's (comfy.ops), then casts its weights to the dtype of its input
+    as it runs, as ComfyUI runs its own fp8 models."""
+    if choice in FP8:
+        for name, layer in comfy_layers(module).named_modules():
+            if isinstance(layer, layers) and not name.endswith(CASTS_INPUT_TO_ITS_WEIGHT):
+                layer.weight.data = layer.weight.data.to(FP8[choice])
+                layer.comfy_cast_weights = True
+    return module
 
 
 class ModuleHolder(torch.nn.Module):

@@ -6,8 +6,10 @@ from ..kandinsky_core.schedulers import SEED_MAX
 
 DECODER_WORDS = {TEXT2IMG: "text-to-image", INPAINT: "inpaint", CONTROLNET: "ControlNet depth"}  # kind -> UI words
 
-DTYPE = (["auto", *loading.DTYPES], {"default": "auto", "tooltip": (
-    "Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU (--force-fp32 and friends hold).")})
+DTYPE = (["auto", *loading.DTYPES, *loading.FP8], {"default": "auto", "tooltip": (
+    "Weights' precision. auto follows ComfyUI: fp16 on a CUDA GPU, fp32 on the CPU (--force-fp32 and friends hold). "
+    "fp8 stores the big weights (the UNet's, the CLIP encoders') in 8 bits, half of fp16's memory, and computes as "
+    "auto does, at some cost in fidelity.")})
 PRIOR = ("K22_PRIOR", {"tooltip": "From Kandinsky 2.2 Prior Loader."})
 MOVQ = ("K22_MOVQ", {"tooltip": "From Kandinsky 2.2 Decoder Loader."})
 PROMPT = ("STRING", {"multiline": True, "default": "", "tooltip":

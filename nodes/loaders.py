@@ -53,11 +53,13 @@ class Kandinsky22PriorLoader(_Loader):
         return types
 
     def run(self, model, dtype, image_encoder=OWN_ENCODER):
-        dtype = bridge.dtype_for(dtype)
+        choice, dtype = dtype, bridge.dtype_for(dtype)
         prior = loading.load_prior(self.resolve(model, dtype), dtype)
         if image_encoder != OWN_ENCODER:
             prior.image_encoder = loading.image_encoder_from(prior, bridge.clip_vision_weights(image_encoder),
                                                              f"models/clip_vision/{image_encoder}")
+        for encoder in (prior.text_encoder, prior.image_encoder):  # the big ones: fp8 where chosen
+            bridge.store(encoder, choice)
         return (bridge.own(prior, prior.prior, prior.text_encoder, prior.image_encoder),)
 
 
@@ -86,17 +88,18 @@ class Kandinsky22DecoderLoader(_Loader):
         return types
 
     def run(self, model, dtype, channels_last=False, compile=False):
-        dtype = bridge.dtype_for(dtype)
-        how = (self.resolve(model, dtype), dtype, bool(channels_last), bool(compile), bridge.previews_on())
+        choice, dtype = dtype, bridge.dtype_for(dtype)
+        how = (self.resolve(model, dtype), dtype, choice, bool(channels_last), bool(compile), bridge.previews_on())
         decoder, movq = load_decoder(*how)
         model, vae = native.native(decoder, movq)
         model.cached_patcher_init = (fresh_model, how)  # for ComfyUI's deep clones (0.38 on)
         return decoder, movq, model, vae  # ComfyUI keeps or drops a node's outputs together
 
 
-def load_decoder(folder, dtype, channels_last, compile, previews):
+def load_decoder(folder, dtype, choice, channels_last, compile, previews):
+    """The decoder and MoVQ computing in ``dtype``, the UNet stored as the dtype ``choice`` says (fp8 or as computed)."""
     decoder, movq = loading.load_decoder(folder, dtype, previews)
-    decoder.unet = loading.speed_up(decoder.unet, channels_last, compile)
+    decoder.unet = loading.speed_up(bridge.store(decoder.unet, choice), channels_last, compile)
     return decoder, movq
 
 

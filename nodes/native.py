@@ -94,10 +94,7 @@ class DiffusersUNet(torch.nn.Module):
         super().__init__()
         self.unet = decoder.unet
         self.channels = decoder.latent_channels
-
-    @property
-    def dtype(self):  # BaseModel.get_dtype reads it
-        return self.unet.dtype
+        self.dtype = decoder.dtype  # BaseModel.get_dtype reads it: what the UNet computes in (its weights may be fp8)
 
     def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options={}, **kwargs):
         patches = sorted({n for key in ("patches", "patches_replace") for n in transformer_options.get(key) or {}})

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tiny_models
-from helpers import DECODER_ID, DEPTH_ID, PRIOR_ID, WORKFLOWS
+from helpers import CONTROLNET_ID, DECODER_ID, DEPTH_ID, INPAINT_ID, PRIOR_ID, WORKFLOWS
 
 E = tiny_models.EMBED
 
@@ -22,15 +22,17 @@ BARE = {"PriorTransformer": {"positional_embedding", "prd_embedding", "clip_mean
 
 @pytest.fixture(scope="module")
 def models(run_node):
+    """The prior, the three decoders (the first one's MoVQ) and the depth model, each as its loader loads it."""
     (prior,) = run_node("Kandinsky22PriorLoader", model=PRIOR_ID, dtype="auto")
-    decoder, movq, *_ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    decoders = [run_node("Kandinsky22DecoderLoader", model=m, dtype="auto")[:2]
+                for m in (DECODER_ID, INPAINT_ID, CONTROLNET_ID)]
     (depth,) = run_node("Kandinsky22DepthLoader", model=tiny_models.DEPTH_NAME)
-    return prior, decoder, movq, depth
+    return prior, [d for d, _ in decoders], decoders[0][1], depth
 
 
 def modules_of(models) -> list:
-    prior, decoder, movq, depth = models
-    return [prior.prior, prior.text_encoder, prior.image_encoder, decoder.unet, movq, depth.model]
+    prior, decoders, movq, depth = models
+    return [prior.prior, prior.text_encoder, prior.image_encoder, *(d.unet for d in decoders), movq, depth.model]
 
 
 def test_every_weight_of_a_loaded_model_is_in_comfyuis_layers(comfy, models):
@@ -60,14 +62,19 @@ def test_comfyuis_partial_load_gives_what_the_whole_load_gives(comfy, models):
     from kandinsky_core import sampling
 
     bridge = comfy.nodes.comfy_bridge
-    prior, decoder, movq, depth = models
+    prior, (decoder, inpaint, controlnet), movq, depth = models
 
     @torch.inference_mode()
-    def results():
+    def results():  # every model at work: text to image, inpaint, ControlNet
         embeds = prior_stage.text_to_embeds(prior, "a red cat", "", steps=2, seed=1)  # "": the image encoder runs
         latents = sampling.txt2img(decoder, *embeds, height=64, width=64, steps=2, seed=2)
         pixels = movq_stage.decode(movq, latents)
-        return [*embeds, latents, pixels, depth_stage.make_hint(depth, pixels)]
+        hint = depth_stage.make_hint(depth, pixels)
+        mask = torch.zeros(1, 64, 64)
+        mask[:, :, 32:] = 1
+        repainted = sampling.inpaint(inpaint, *embeds, latents=latents, mask=mask, steps=2, seed=3)
+        guided = sampling.txt2img(controlnet, *embeds, height=64, width=64, hint=hint, steps=2, seed=4)
+        return [*embeds, latents, pixels, hint, repainted, guided]
 
     whole = results()
     device = mm.get_torch_device()
