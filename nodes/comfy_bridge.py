@@ -111,23 +111,6 @@ def dtype_for(choice: str) -> torch.dtype:
     return DTYPES[choice]
 
 
-# Layers whose weight dtype the model casts its input to (diffusers' ImageProjection, CLIP's patch embedding): they
-# keep the compute dtype, or that input would be cast to fp8.
-CASTS_INPUT_TO_ITS_WEIGHT = ("image_embeds", "patch_embedding")
-
-
-def store(module: torch.nn.Module, choice: str, layers: tuple = (torch.nn.Linear, torch.nn.Conv2d)) -> torch.nn.Module:
-    """``module`` with the weights of its ``layers`` stored in the fp8 type ``choice`` names (unchanged for any other
-    choice), in place: each such layer, one of ComfyUI's (comfy.ops), then casts its weights to the dtype of its input
-    as it runs, as ComfyUI runs its own fp8 models."""
-    if choice in FP8:
-        for name, layer in comfy_layers(module).named_modules():
-            if isinstance(layer, layers) and not name.endswith(CASTS_INPUT_TO_ITS_WEIGHT):
-                layer.weight.data = layer.weight.data.to(FP8[choice])
-                layer.comfy_cast_weights = True
-    return module
-
-
 class ModuleHolder(torch.nn.Module):
     """Holds any diffusers/transformers module for ComfyUI's ModelPatcher, which sets attributes such as
     ``device`` that are read-only properties on those modules."""
@@ -157,6 +140,23 @@ def comfy_layers(module: torch.nn.Module) -> torch.nn.Module:
             layer.__class__ = COMFY_LAYERS[type(layer)]
             if not hasattr(layer, "bias"):  # ComfyUI's Embedding reads a bias, which its own init sets to None
                 layer.bias = None
+    return module
+
+
+# Layers whose weight dtype the model casts its input to (diffusers' ImageProjection, CLIP's patch embedding): they
+# keep the compute dtype, or that input would be cast to fp8.
+CASTS_INPUT_TO_ITS_WEIGHT = ("image_embeds", "patch_embedding")
+
+
+def store(module: torch.nn.Module, choice: str) -> torch.nn.Module:
+    """``module`` with the weights of its linear and convolution layers stored in the fp8 type ``choice`` names
+    (unchanged for any other choice), in place: each such layer, one of ComfyUI's (comfy.ops), then casts its weights
+    to the dtype of its input as it runs, as ComfyUI runs its own fp8 models."""
+    if choice in FP8:
+        for name, layer in comfy_layers(module).named_modules():
+            if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d)) and not name.endswith(CASTS_INPUT_TO_ITS_WEIGHT):
+                layer.weight.data = layer.weight.data.to(FP8[choice])
+                layer.comfy_cast_weights = True
     return module
 
 

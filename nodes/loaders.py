@@ -97,7 +97,8 @@ class Kandinsky22DecoderLoader(_Loader):
 
 
 def load_decoder(folder, dtype, choice, channels_last, compile, previews):
-    """The decoder and MoVQ computing in ``dtype``, the UNet stored as the dtype ``choice`` says (fp8 or as computed)."""
+    """The decoder and MoVQ computing in ``dtype``, the UNet's weights stored as the loader's dtype ``choice`` says
+    (fp8, or as computed)."""
     decoder, movq = loading.load_decoder(folder, dtype, previews)
     decoder.unet = loading.speed_up(bridge.store(decoder.unet, choice), channels_last, compile)
     return decoder, movq

@@ -213,3 +213,49 @@ def test_a_users_picture_is_never_overwritten(comfy, tmp_path, monkeypatch):
     comfy.nodes.comfy_bridge.provide_pictures(sorted((WORKFLOWS / "input").glob("*.png")))
     assert (tmp_path / "k22_night.png").read_bytes() == b"the user's own"
     assert (tmp_path / "k22_landscape.png").read_bytes() == (WORKFLOWS / "input" / "k22_landscape.png").read_bytes()
+
+
+def test_graphs_run_with_every_layer_cast_as_under_novram(comfy, run_node, models, monkeypatch):
+    """ComfyUI's manager as under --novram (a budget of 0.1 bytes: every layer stays on the offload device and is cast
+    as it runs; emulated on this CPU, which it otherwise always loads whole): the decoder nodes (text to image,
+    inpaint, ControlNet) and the KSampler path give what they give loaded whole, within 1e-6."""
+    import comfy.model_management as mm
+    import nodes as comfy_nodes
+
+    prior, (decoder, inpaint, controlnet), movq, depth = models
+    model = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")[2]
+
+    def graphs():
+        positive, negative, _ = run_node("Kandinsky22PriorEncode", prior=prior, prompt="a red cat",
+                                         negative_prompt="", guidance_scale=4.0, steps=2, seed=1, batch_size=1)
+        common = dict(positive=positive, negative=negative, steps=2, guidance_scale=4.0, seed=2, scheduler="default")
+        (latent,) = run_node("Kandinsky22Txt2Img", decoder=decoder, width=64, height=64, batch_size=1, **common)
+        (pixels,) = run_node("Kandinsky22MoVQDecode", movq=movq, latent=latent)
+        (hint,) = run_node("Kandinsky22DepthHint", depth_model=depth, image=pixels)
+        mask = torch.zeros(1, 64, 64)
+        mask[:, :, 32:] = 1
+        (repainted,) = run_node("Kandinsky22Inpaint", decoder=inpaint, latent=latent, mask=mask, **common)
+        (guided,) = run_node("Kandinsky22ControlNet", decoder=controlnet, hint=hint, width=64, height=64,
+                             batch_size=1, **common)
+        conds = run_node("Kandinsky22Conditioning", positive=positive, negative=negative)
+        (sampled,) = comfy_nodes.common_ksampler(model, 3, 2, 4.0, "euler", "normal", *conds,
+                                                 {"samples": torch.zeros(1, 4, 8, 8)})
+        return [positive, negative, pixels, hint, *(x["samples"] for x in (repainted, guided, sampled))]
+
+    whole = graphs()
+    mm.unload_all_models()
+    loads = []
+    real_load = mm.LoadedModel.model_load
+    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
+    monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)  # else ComfyUI loads whole on a CPU
+    def model_load(self, memory=0, *args, **kwargs):
+        result = real_load(self, memory, *args, **kwargs)
+        loads.append((memory, self.model.model.model_lowvram))
+        return result
+
+    monkeypatch.setattr(mm.LoadedModel, "model_load", model_load)
+    cast = graphs()
+    assert loads and set(loads) == {(0.1, True)}  # every load: --novram's budget, so a partial one
+    for got, expected in zip(cast, whole):
+        assert (got - expected).abs().max() <= 1e-6
+    mm.unload_all_models()

@@ -246,10 +246,33 @@ class Graph:
         if "4" not in executed or ("3" in executed) != prior:  # the prior runs after a load, else comes cached
             raise RuntimeError(f"expected the decoder{' and the prior' * prior} to run, ran nodes {executed}")
 
+    def output(self, node: str) -> list:
+        entry = self.executor.caches.outputs.get(node)
+        return getattr(entry, "outputs", entry)  # v0.8.0 caches a CacheEntry, 0.3.64 the outputs alone
+
     def pixels(self):
-        entry = self.executor.caches.outputs.get("5")
-        image = getattr(entry, "outputs", entry)[0][0]  # v0.8.0 caches a CacheEntry, 0.3.64 the outputs alone
-        return (image[0].float().cpu().numpy() * 255).round()
+        return (self.output("5")[0][0][0].float().cpu().numpy() * 255).round()
+
+    def unet_load(self, share: float | None) -> types.SimpleNamespace:
+        """A side that runs the cached graph's Text to Image sampling (the decoder and embeddings its nodes made) with
+        the UNet loaded by ComfyUI's own patcher whole (``share`` None) or in part (that share of its size: the layers
+        left are cast as they run). On a CPU both keep every weight in RAM: this times the casting."""
+        from kandinsky_core import sampling
+
+        bridge = next(m for n, m in sys.modules.items() if n.endswith("nodes.comfy_bridge"))  # as ComfyUI loaded it
+        decoder, (positive, negative) = self.output("2")[0][0], [o[0] for o in self.output("3")[:2]]
+        patcher, device = bridge.patcher(decoder.unet), self.mm.get_torch_device()
+
+        def image(seed, scheduler="default", steps=STEPS, prior=False):
+            patcher.detach()
+            if share is None:
+                patcher.load(device, full_load=True)
+            else:
+                patcher.load(device, lowvram_model_memory=int(patcher.model_size() * share))
+            sampling.txt2img(decoder, positive, negative, height=self.px, width=self.px, steps=steps, seed=seed,
+                             scheduler=scheduler)
+
+        return types.SimpleNamespace(name="whole" if share is None else "partial", image=image)
 
     def option(self, name):
         self.settings = {name: True} if name else {}
@@ -457,6 +480,9 @@ def main() -> None:
     work += [(f"KSampler (euler, normal) + VAEDecode vs Text to Image (scheduler euler) + MoVQ Decode, {FEW_STEPS} "
               "steps, prior cached, each with its PNG", "image", {"scheduler": "euler", "steps": FEW_STEPS},
               (ksampler, graph))]  # a row's own two sides, else the graph and diffusers
+    work += [(f"UNet loaded in part (a third of its size, ComfyUI's own partial load) vs whole: Text to Image's "
+              f"sampling, {FEW_STEPS} steps, with the load", "image", {"steps": FEW_STEPS},
+              (graph.unet_load(1 / 3), graph.unet_load(None)))]
     if args.only:
         work = [w for w in work if args.only in w[0]]
     rows, seed = ({} if args.only else {load: {}, first: {}, both: {}}), 100
@@ -506,8 +532,9 @@ def report(args, rows, same) -> None:
           f"pixels of the two sides differ by at most {same:.0f}/255\n")
     print("| measure | graph: median (min-max) | diffusers: median (min-max) | graph / diffusers |")
     print("|---|---|---|---|")
+    pairs = {row: sides for row, sides in rows.items() if "diffusers" not in sides}  # rows of their own two sides
     for row, sides in rows.items():
-        if "ksampler" in sides:
+        if row in pairs:
             continue
         unit = "MiB" if "RSS" in row or "memory" in row else "s"
         g, d = sides.get("graph", "-"), sides.get("diffusers", "-")
@@ -518,15 +545,12 @@ def report(args, rows, same) -> None:
     if not CUDA:
         print("| torch.compile | not run: CUDA only | not run | - |")
         print("| --lowvram / enable_model_cpu_offload | not run: GPU only | not run | - |")
-    native = {row: sides for row, sides in rows.items() if "ksampler" in sides}
-    if native:
-        print("\n| graph, both paths | KSampler path: median (min-max) | Text to Image path: median (min-max) | "
-              "KSampler / Text to Image, per round: median (min-max) |\n|---|---|---|---|")
-    for row, sides in native.items():
-        k, g = sides["ksampler"], sides["graph"]
-        ratios = [a / b for a, b in zip(k, g)]
-        print(f"| {row} | {cell(k, 's')} | {cell(g, 's')} | {statistics.median(ratios):.2f} "
-              f"({min(ratios):.2f}-{max(ratios):.2f}) |")
+    for row, sides in pairs.items():  # the first side against the second, per round
+        (a_name, a), (b_name, b) = sides.items()
+        ratios = [x / y for x, y in zip(a, b)]
+        print(f"\n| graph, two ways | {a_name}: median (min-max) | {b_name}: median (min-max) | {a_name} / {b_name}, "
+              f"per round: median (min-max) |\n|---|---|---|---|\n| {row} | {cell(a, 's')} | {cell(b, 's')} | "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
 if __name__ == "__main__":
