@@ -383,7 +383,9 @@ def child(side: str, models: Path, workdir: Path, size: str, lowvram: bool) -> N
         while not stop.wait(0.002):
             peak[0] = max(peak[0], proc.memory_info().rss)
 
-    s = Graph(models, workdir, size, lowvram) if side == "graph" else Diffusers(models, size, lowvram)
+    s = Diffusers(models, size, lowvram) if side == "diffusers" else Graph(models, workdir, size, lowvram)
+    if side == "novram":  # ComfyUI's manager as under --novram (every layer cast as it runs), which a CPU never is
+        s.mm.vram_state, s.mm.is_device_cpu = s.mm.VRAMState.NO_VRAM, lambda device: False
     base = proc.memory_info().rss  # torch, diffusers (and ComfyUI) imported
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -443,7 +445,7 @@ def main() -> None:
                         "timing steadier on a machine that other work shares")
     parser.add_argument("--profile", action="store_true", help="print cProfile tables instead of timing")
     parser.add_argument("--only", help="run only the speed rows whose label holds this text (no memory rows)")
-    parser.add_argument("--child", choices=["graph", "diffusers"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["graph", "diffusers", "novram"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -505,13 +507,23 @@ def main() -> None:
         for s in order if not args.only else ():
             rows[both].setdefault(s.name, []).append(rows[load][s.name][-1] + rows[first][s.name][-1])
             mem = memory(s.name, args)
-            for key, label in (("peak_rss", "peak RSS of a fresh process: imports, load, one image"),
-                               ("above_imports", "peak RSS while loading and painting, above the RSS after imports"),
-                               ("cuda_peak", "peak CUDA memory (torch.cuda.max_memory_allocated)"),
-                               ("reload", "RSS kept after an unload (/free) + reload + image of the same models")):
+            for key, label in MEMORY_ROWS.items():
                 if mem[key] is not None:
                     rows.setdefault(label, {}).setdefault(s.name, []).append(mem[key] / 2**20)
+        if not args.only and not CUDA:  # the graph with every layer cast as it runs, against its whole load above
+            mem = memory("novram", args)
+            for key in ("peak_rss", "above_imports"):
+                sides = rows.setdefault(f"{MEMORY_ROWS[key]}: every layer cast as it runs (--novram's budget, "
+                                        f"emulated on the CPU) vs loaded whole", {})
+                sides.setdefault("novram", []).append(mem[key] / 2**20)
+                sides.setdefault("graph", []).append(rows[MEMORY_ROWS[key]]["graph"][-1])
     report(args, rows, same)
+
+
+MEMORY_ROWS = {"peak_rss": "peak RSS of a fresh process: imports, load, one image",
+               "above_imports": "peak RSS while loading and painting, above the RSS after imports",
+               "cuda_peak": "peak CUDA memory (torch.cuda.max_memory_allocated)",
+               "reload": "RSS kept after an unload (/free) + reload + image of the same models"}
 
 
 def report(args, rows, same) -> None:
@@ -548,8 +560,9 @@ def report(args, rows, same) -> None:
     for row, sides in pairs.items():  # the first side against the second, per round
         (a_name, a), (b_name, b) = sides.items()
         ratios = [x / y for x, y in zip(a, b)]
+        unit = "MiB" if "RSS" in row else "s"
         print(f"\n| graph, two ways | {a_name}: median (min-max) | {b_name}: median (min-max) | {a_name} / {b_name}, "
-              f"per round: median (min-max) |\n|---|---|---|---|\n| {row} | {cell(a, 's')} | {cell(b, 's')} | "
+              f"per round: median (min-max) |\n|---|---|---|---|\n| {row} | {cell(a, unit)} | {cell(b, unit)} | "
               f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
 
 
