@@ -63,7 +63,7 @@ BLUEPRINTS = {
         description="Repaints a picture towards a prompt: diffusers' KandinskyV22Img2ImgCombinedPipeline as one node. "
                     "The picture is resized to width x height; strength sets how much changes."),
     "Kandinsky 2.2 Inpaint": dict(
-        graph=_graph(INPAINT, "image", "Kandinsky22Inpaint", {"mask": None}),
+        graph=_graph(INPAINT, "image", "Kandinsky22Inpaint", {}),
         exposed={"image": ("4", "image"), "mask": ("6", "mask"), **_PROMPTS, "width": ("4", "width"),
                  "height": ("4", "height"), **_SETTINGS},
         pipeline="KandinskyV22InpaintCombinedPipeline",
@@ -86,9 +86,7 @@ def blueprint(name: str, object_info: dict) -> dict:
     the inner graph laid out as the UI workflows are, each exposed input an input of the subgraph (a widget's is
     promoted onto the node, with its value)."""
     spec = BLUEPRINTS[name]
-    api = {key: {"class_type": n["class_type"], "inputs": {k: v for k, v in n["inputs"].items() if v is not None}}
-           for key, n in spec["graph"].items()}
-    nodes, links, groups = layout_graph(api, object_info, spec["description"] + "\n\n" + MODELS_NOTE)
+    nodes, links, groups = layout_graph(spec["graph"], object_info, spec["description"] + "\n\n" + MODELS_NOTE)
     by_id = {node["id"]: node for node in nodes}
     links = [{"id": link[0], "origin_id": link[1], "origin_slot": link[2], "target_id": link[3],
               "target_slot": link[4], "type": link[5]} for link in links]

@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from browser_page import DIALOG, LOAD, open_comfyui
+from browser_page import DIALOG, LOAD
 from comfy_server import RELEASES, comfyui_release
 from helpers import WORKFLOWS
 from ui_workflows import (KEYS, READABLE, TITLES, VIEW, WHOLE_AT_100, api_file, bounds, declared_inputs,
@@ -18,17 +18,6 @@ from ui_workflows import (KEYS, READABLE, TITLES, VIEW, WHOLE_AT_100, api_file, 
 
 UI_FILES = ui_files()
 DEFAULT_PAGE = comfyui_release() == RELEASES[0]  # the page the files' views are made for (VIEW)
-
-
-@pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    """ComfyUI's page in a 1920 x 1080 window, set up (the package put the workflows' pictures into the input
-    folder already)."""
-    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url, viewport=(1920, 1080))
-    try:
-        yield page
-    finally:
-        page.close()
 
 
 def test_missing_node_warning_is_seen(page):

@@ -13,23 +13,15 @@ from PIL import Image
 
 import reference
 from blueprints import BLUEPRINTS
-from browser_page import DIALOG, FROM_LIBRARY, open_comfyui
+from browser_page import DIALOG, FROM_LIBRARY
 from comfy_server import has_blueprints
 from helpers import picture
 
 HAS_BLUEPRINTS = has_blueprints()
 PROMPT, NEGATIVE, SIDE = "a red cat", "low quality", 64
 SETTINGS = dict(width=SIDE, height=SIDE, steps=4, prior_steps=3, guidance_scale=4.0, prior_guidance_scale=4.0)
-MODES = {"Kandinsky 2.2 Text to Image": "text2img", "Kandinsky 2.2 Image to Image": "img2img",
-         "Kandinsky 2.2 Inpaint": "inpaint"}
-
-@pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url, viewport=(1920, 1080))
-    try:
-        yield page
-    finally:
-        page.close()
+MODES = {name: next(mode for mode, pipeline in reference.COMBINED.items() if pipeline == bp["pipeline"])
+         for name, bp in BLUEPRINTS.items()}  # blueprint -> the reference's mode of its combined pipeline
 
 
 def library_folder(page) -> list | None:

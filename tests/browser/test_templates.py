@@ -9,10 +9,8 @@ import io
 import time
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from browser_page import open_comfyui
 from comfy_server import PACKAGE_NAME
 from helpers import WORKFLOWS
 from ui_workflows import TITLES
@@ -45,15 +43,6 @@ CARDS = """async (pack) => {
                 description: card.querySelector('p')?.innerText.trim(), rect: [r.x, r.y, r.width, r.height]};
     }));
 }"""
-
-
-@pytest.fixture(scope="module")
-def page(server, tmp_path_factory):
-    page = open_comfyui(tmp_path_factory.mktemp("chromium") / "profile", server.url, viewport=(1920, 1080))
-    try:
-        yield page
-    finally:
-        page.close()
 
 
 def test_browse_templates_shows_each_workflow_by_its_title_and_card(page, tmp_path):
