@@ -314,17 +314,48 @@ def load_prior(folder: str | os.PathLike, dtype: torch.dtype = torch.float32) ->
     )
 
 
-def speed_up(unet: torch.nn.Module, channels_last: bool = False, compile: bool = False) -> torch.nn.Module:
-    """The opt-in speed options: channels_last memory format, and torch.compile (on CUDA devices only: elsewhere
-    its first call costs more than it saves). SDPA attention is diffusers' default already."""
-    if channels_last:
-        unet = unet.to(memory_format=torch.channels_last)
+def speed_up(unet: torch.nn.Module, compile: bool = False) -> torch.nn.Module:
+    """The opt-in torch.compile, on CUDA devices only: elsewhere its first call costs more than it saves. SDPA
+    attention is diffusers' default already."""
     if compile:
         if torch.cuda.is_available():
             unet = torch.compile(unet)
         else:
             log.warning("Kandinsky 2.2: torch.compile is only used on a CUDA GPU; the UNet runs uncompiled here.")
     return unet
+
+
+# safetensors' dtype names (its format's header), for the dtypes this torch has
+SAFETENSORS_DTYPES = {name: getattr(torch, kind) for name, kind in (
+    ("F64", "float64"), ("F32", "float32"), ("F16", "float16"), ("BF16", "bfloat16"), ("F8_E4M3", "float8_e4m3fn"),
+    ("F8_E5M2", "float8_e5m2")) if hasattr(torch, kind)}
+
+
+def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """``module`` (loaded from the model part folder ``part`` in ``dtype``) with its convolution weights in
+    channels_last memory format, in place: on a CPU its convolutions then skip a reorder of every weight at every call.
+    from_pretrained leaves each weight a view of its memory-mapped file, and a copy of such a view would keep the
+    pages it read counted in the process's RSS while the map lives (until every weight is gone): twice the weights.
+    So a weight still as in the file is read from it, by plain reads, straight into its new layout."""
+    weights = {name: param for name, param in module.named_parameters() if param.ndim == 4}
+    full, half = _weight_files(part)
+    for file in half if variant(part, dtype) else full:
+        with open(part / file, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            for name, entry in json.loads(f.read(size)).items():
+                param = weights.get(name)
+                if param is None or (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) != (param.dtype,
+                                                                                                 list(param.shape)):
+                    continue
+                data = torch.empty(param.shape, dtype=param.dtype)
+                f.seek(8 + size + entry["data_offsets"][0])
+                if f.readinto(data.view(-1).view(torch.uint8).numpy()) != data.nbytes:
+                    raise KandinskyError(f"{part / file} ends inside weight {name}: download the model again.")
+                param.data = data.contiguous(memory_format=torch.channels_last)
+                del weights[name]
+    for param in weights.values():  # cast as loaded (the file holds another dtype): already a copy of its own
+        param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return module
 
 
 def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> torch.nn.Module:
@@ -351,9 +382,11 @@ def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> to
     return encoder.to(bundle.image_encoder.dtype).eval()
 
 
-def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, previews: bool = False):
+def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, previews: bool = False,
+                 channels_last: bool = False):
     """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder; ``previews`` fits the
-    latent-to-colour factors previews need (a small MoVQ decode, so only when they are shown)."""
+    latent-to-colour factors previews need (a small MoVQ decode, so only when they are shown); ``channels_last``
+    puts the UNet's convolution weights in that memory format."""
     from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
 
     folder = Path(folder)
@@ -361,6 +394,8 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     kw = dict(use_safetensors=True, torch_dtype=dtype)
     unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet",
                  variant=variant(folder / "unet", dtype), **kw)
+    if channels_last:
+        to_channels_last(unet, folder / "unet", dtype)
     movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", variant=variant(folder / "movq", dtype),
                  **kw)
     config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))

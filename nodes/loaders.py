@@ -80,7 +80,8 @@ class Kandinsky22DecoderLoader(_Loader):
         types = super().INPUT_TYPES()
         types["optional"] = {
             "channels_last": ("BOOLEAN", {"default": False, "tooltip":
-                              "Run the UNet in channels_last memory format: faster on many GPUs."}),
+                              "Run the UNet in channels_last memory format: faster on many GPUs. On the CPU (and "
+                              "with ComfyUI's --force-channels-last) it always does: 12-17 % faster there."}),
             "compile": ("BOOLEAN", {"default": False, "tooltip":
                         "torch.compile the UNet (CUDA only): the first run compiles for minutes, later runs are "
                         "faster."}),
@@ -89,7 +90,8 @@ class Kandinsky22DecoderLoader(_Loader):
 
     def run(self, model, dtype, channels_last=False, compile=False):
         choice, dtype = dtype, bridge.dtype_for(dtype)
-        how = (self.resolve(model, dtype), dtype, choice, bool(channels_last), bool(compile), bridge.previews_on())
+        how = (self.resolve(model, dtype), dtype, choice, bool(channels_last) or bridge.channels_last(), bool(compile),
+               bridge.previews_on())
         decoder, movq = load_decoder(*how)
         model, vae = native.native(decoder, movq)
         model.cached_patcher_init = (fresh_model, how)  # for ComfyUI's deep clones (0.38 on)
@@ -99,8 +101,8 @@ class Kandinsky22DecoderLoader(_Loader):
 def load_decoder(folder, dtype, choice, channels_last, compile, previews):
     """The decoder and MoVQ computing in ``dtype``, the UNet's weights stored as the loader's dtype ``choice`` says
     (fp8, or as computed)."""
-    decoder, movq = loading.load_decoder(folder, dtype, previews)
-    decoder.unet = loading.speed_up(bridge.store(decoder.unet, choice), channels_last, compile)
+    decoder, movq = loading.load_decoder(folder, dtype, previews, channels_last)
+    decoder.unet = loading.speed_up(bridge.store(decoder.unet, choice), compile)
     return decoder, movq
 
 

@@ -18,7 +18,8 @@ SETTINGS = dict(num_inference_steps=4, guidance_scale=4.0, prior_num_inference_s
 @pytest.fixture(scope="module")
 def bundles(models_dir):
     return (loading.load_prior(models_dir / tiny_models.NAMES["prior"]),
-            {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind]) for kind in ("text2img", "inpaint")})
+            {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind], channels_last=True)
+             for kind in ("text2img", "inpaint")})
 
 
 def mask() -> torch.Tensor:

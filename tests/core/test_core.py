@@ -20,7 +20,7 @@ DECODER_IDS = [DECODER_ID, INPAINT_ID, CONTROLNET_ID]  # the decoder loader list
 def bundles(models_dir):
     roots = [str(models_dir)]
     prior_bundle = loading.load_prior(loading.resolve(PRIOR_ID, roots, "prior"))
-    decoder, mq = loading.load_decoder(loading.resolve(DECODER_ID, roots, "decoder"))
+    decoder, mq = loading.load_decoder(loading.resolve(DECODER_ID, roots, "decoder"), channels_last=True)
     return prior_bundle, decoder, mq
 
 
@@ -136,6 +136,22 @@ def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
     pixels = movq.decode(mq, latents).permute(0, 2, 3, 1)
     expected = reference.txt2img(models_dir, positive, negative, width, height, steps=4, seed=9, batch_size=batch)
     assert reference.max_diff(pixels, expected) <= 1e-4
+
+
+def test_txt2img_matches_diffusers_in_the_default_layout(bundles, models_dir):
+    """The layout the loader keeps off the CPU: both UNets contiguous (the other tests run both channels_last)."""
+    _, decoder, mq = bundles
+    unet = reference.pipeline(models_dir, "text2img").unet
+    plain = loading.load_decoder(models_dir / tiny_models.NAMES["text2img"])[0]
+    assert plain.unet.conv_in.weight.is_contiguous()
+    positive, negative = reference.prior(models_dir, "a dog", steps=3, seed=5)
+    try:
+        unet.to(memory_format=torch.contiguous_format)
+        expected = reference.txt2img(models_dir, positive, negative, 64, 64, steps=4, seed=9)
+    finally:
+        unet.to(memory_format=torch.channels_last)
+    latents = sampling.txt2img(plain, positive, negative, height=64, width=64, steps=4, seed=9)
+    assert reference.max_diff(movq.decode(mq, latents).permute(0, 2, 3, 1), expected) <= 1e-4
 
 
 def test_latent_size_rounds_up_to_the_movq_grid():
@@ -263,6 +279,17 @@ def test_a_folder_with_both_loads_the_variant_for_fp16_and_the_full_files_else(v
     decoder, _ = loading.load_decoder(variants["both"], dtype)
     expected = unet_weight(variants["both"], dtype == torch.float16).to(dtype)
     assert torch.equal(decoder.unet.conv_in.weight, expected)
+
+
+@pytest.mark.parametrize("folder,dtype", [("both", torch.float16), ("both", torch.float32), ("half", torch.float32)])
+def test_channels_last_holds_the_weights_as_loaded(variants, folder, dtype):
+    """Read from the file (fp16 variant, full precision) or, cast as loaded, copied: the same values either way."""
+    plain, layered = (loading.load_decoder(variants[folder], dtype, channels_last=c)[0].unet for c in (False, True))
+    expected = plain.state_dict()
+    for name, weight in layered.state_dict().items():
+        assert torch.equal(weight, expected[name]), name
+        assert weight.ndim != 4 or weight.is_contiguous(memory_format=torch.channels_last), name
+    assert not layered.conv_in.weight.is_contiguous()  # a layout of its own: 3 x 3 kernels
 
 
 @pytest.mark.parametrize("source,half", [("both", True), ("both", False), ("mixed", True)])

@@ -18,7 +18,8 @@ seeds = st.integers(min_value=-2, max_value=2**64 + 1)
 
 @pytest.fixture(scope="module")
 def models(models_dir):
-    load = {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind]) for kind in loading.DECODER_KINDS}
+    load = {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind], channels_last=True)
+            for kind in loading.DECODER_KINDS}
     return load, loading.load_prior(models_dir / tiny_models.NAMES["prior"])
 
 

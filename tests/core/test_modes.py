@@ -13,7 +13,8 @@ from kandinsky_core import KandinskyError, loading, movq, sampling
 
 @pytest.fixture(scope="module")
 def decoders(models_dir):
-    return {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind]) for kind in loading.DECODER_KINDS}
+    return {kind: loading.load_decoder(models_dir / tiny_models.NAMES[kind], channels_last=True)
+            for kind in loading.DECODER_KINDS}
 
 
 @pytest.fixture(scope="module")
