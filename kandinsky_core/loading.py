@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import KandinskyError
@@ -334,25 +335,25 @@ SAFETENSORS_DTYPES = {name: getattr(torch, kind) for name, kind in (
 def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) -> torch.nn.Module:
     """``module`` (loaded from the model part folder ``part`` in ``dtype``) with its convolution weights in
     channels_last memory format, in place: on a CPU its convolutions then skip a reorder of every weight at every call.
-    from_pretrained leaves each weight a view of its memory-mapped file, and a copy of such a view would keep the
-    pages it read counted in the process's RSS while the map lives (until every weight is gone): twice the weights.
-    So a weight still as in the file is read from it, by plain reads, straight into its new layout."""
+    from_pretrained leaves each weight a view of one memory map of its file, and a copy of such a view would keep the
+    pages it read counted in the process's RSS while that map lives (until every weight is gone): twice the weights.
+    So a weight still as in the file is copied into its new layout from a map of its own bytes, unmapped at once."""
     weights = {name: param for name, param in module.named_parameters() if param.ndim == 4}
     full, half = _weight_files(part)
-    for file in half if variant(part, dtype) else full:
-        with open(part / file, "rb") as f:
+    for path in (part / file for file in (half if variant(part, dtype) else full)):
+        with open(path, "rb") as f:
             size = int.from_bytes(f.read(8), "little")
-            for name, entry in json.loads(f.read(size)).items():
-                param = weights.get(name)
-                if param is None or (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) != (param.dtype,
-                                                                                                 list(param.shape)):
-                    continue
-                data = torch.empty(param.shape, dtype=param.dtype)
-                f.seek(8 + size + entry["data_offsets"][0])
-                if f.readinto(data.view(-1).view(torch.uint8).numpy()) != data.nbytes:
-                    raise KandinskyError(f"{part / file} ends inside weight {name}: download the model again.")
-                param.data = data.contiguous(memory_format=torch.channels_last)
-                del weights[name]
+            header = json.loads(f.read(size))
+        for name, entry in header.items():
+            param = weights.get(name)
+            if param is None or (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) != (param.dtype,
+                                                                                             list(param.shape)):
+                continue
+            begin, end = entry["data_offsets"]
+            stored = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + size + begin, shape=(end - begin,))
+            data = torch.empty_like(param, memory_format=torch.channels_last)
+            param.data = data.copy_(torch.from_numpy(stored).view(param.dtype).view(param.shape))
+            del weights[name], stored
     for param in weights.values():  # cast as loaded (the file holds another dtype): already a copy of its own
         param.data = param.data.contiguous(memory_format=torch.channels_last)
     return module

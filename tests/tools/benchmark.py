@@ -394,7 +394,7 @@ def child(side: str, models: Path, workdir: Path, size: str, lowvram: bool) -> N
     s.image(1, steps=2, prior=True)  # each step frees what the last one took: the peak needs no more steps
     stop.set()
     sampler.join()
-    result = {"peak_rss": high_water(),
+    result = {"imports": base, "peak_rss": high_water(),
               "above_imports": max(peak[0], proc.memory_info().rss) - base,
               "cuda_peak": torch.cuda.max_memory_allocated() if CUDA else None}
     gc.collect()
@@ -522,7 +522,8 @@ def main() -> None:
     report(args, rows, same)
 
 
-MEMORY_ROWS = {"peak_rss": "peak RSS of a fresh process: imports, load, one image",
+MEMORY_ROWS = {"imports": "RSS after the imports (torch, diffusers' pipelines; the graph: also ComfyUI, this package)",
+               "peak_rss": "peak RSS of a fresh process: imports, load, one image",
                "above_imports": "peak RSS while loading and painting, above the RSS after imports",
                "cuda_peak": "peak CUDA memory (torch.cuda.max_memory_allocated)",
                "reload": "RSS kept after an unload (/free) + reload + image of the same models"}
