@@ -335,10 +335,14 @@ SAFETENSORS_DTYPES = {name: getattr(torch, kind) for name, kind in (
 def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) -> torch.nn.Module:
     """``module`` (loaded from the model part folder ``part`` in ``dtype``) with its convolution weights in
     channels_last memory format, in place: on a CPU its convolutions then skip a reorder of every weight at every call.
-    from_pretrained leaves each weight a view of one memory map of its file, and a copy of such a view would keep the
-    pages it read counted in the process's RSS while that map lives (until every weight is gone): twice the weights.
-    So a weight still as in the file is copied into its new layout from a map of its own bytes, unmapped at once."""
+    - from_pretrained leaves each weight a view of one memory map of its file, and a copy of such a view would keep
+      the pages it read counted in the process's RSS while that map lives: twice the weights. So a weight still as
+      in the file is copied from a map of its own bytes, unmapped at once.
+    - The new weights share one allocation, which malloc maps apart from its heap and gives back whole when the
+      module goes: one allocation each fragmented the heap (RSS grew by 185 MiB at every unload and reload, mid size).
+    """
     weights = {name: param for name, param in module.named_parameters() if param.ndim == 4}
+    stored = {}  # name -> (file, offset, bytes) of the weights the file holds as loaded
     full, half = _weight_files(part)
     for path in (part / file for file in (half if variant(part, dtype) else full)):
         with open(path, "rb") as f:
@@ -346,16 +350,22 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) ->
             header = json.loads(f.read(size))
         for name, entry in header.items():
             param = weights.get(name)
-            if param is None or (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) != (param.dtype,
-                                                                                             list(param.shape)):
-                continue
-            begin, end = entry["data_offsets"]
-            stored = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + size + begin, shape=(end - begin,))
-            data = torch.empty_like(param, memory_format=torch.channels_last)
-            param.data = data.copy_(torch.from_numpy(stored).view(param.dtype).view(param.shape))
-            del weights[name], stored
-    for param in weights.values():  # cast as loaded (the file holds another dtype): already a copy of its own
-        param.data = param.data.contiguous(memory_format=torch.channels_last)
+            if param is not None and (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) == (param.dtype,
+                                                                                                   list(param.shape)):
+                begin, end = entry["data_offsets"]
+                stored[name] = path, 8 + size + begin, end - begin
+    ends = [param.nbytes + -param.nbytes % 64 for param in weights.values()]  # each aligned to 64 bytes
+    block, offset = torch.empty(sum(ends), dtype=torch.uint8), 0
+    for (name, param), length in zip(weights.items(), ends):
+        n, c, h, w = param.shape
+        data = block[offset:offset + param.nbytes].view(param.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
+        source = param.data
+        if name in stored:
+            path, begin, nbytes = stored[name]
+            source = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", offset=begin, shape=(nbytes,)))
+            source = source.view(param.dtype).view(param.shape)
+        param.data = data.copy_(source)
+        offset += length
     return module
 
 
