@@ -354,9 +354,9 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) ->
                                                                                                    list(param.shape)):
                 begin, end = entry["data_offsets"]
                 stored[name] = path, 8 + size + begin, end - begin
-    ends = [param.nbytes + -param.nbytes % 64 for param in weights.values()]  # each aligned to 64 bytes
-    block, offset = torch.empty(sum(ends), dtype=torch.uint8), 0
-    for (name, param), length in zip(weights.items(), ends):
+    spans = [param.nbytes + -param.nbytes % 64 for param in weights.values()]  # each start aligned to 64 bytes
+    block, offset = torch.empty(sum(spans), dtype=torch.uint8), 0
+    for (name, param), span in zip(weights.items(), spans):
         n, c, h, w = param.shape
         data = block[offset:offset + param.nbytes].view(param.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
         source = param.data
@@ -365,7 +365,7 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) ->
             source = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", offset=begin, shape=(nbytes,)))
             source = source.view(param.dtype).view(param.shape)
         param.data = data.copy_(source)
-        offset += length
+        offset += span
     return module
 
 

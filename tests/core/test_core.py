@@ -290,6 +290,8 @@ def test_channels_last_holds_the_weights_as_loaded(variants, folder, dtype):
         assert torch.equal(weight, expected[name]), name
         assert weight.ndim != 4 or weight.is_contiguous(memory_format=torch.channels_last), name
     assert not layered.conv_in.weight.is_contiguous()  # a layout of its own: 3 x 3 kernels
+    storages = {p.untyped_storage().data_ptr() for p in layered.parameters() if p.ndim == 4}
+    assert len(storages) == 1  # one allocation, given back whole
 
 
 @pytest.mark.parametrize("source,half", [("both", True), ("both", False), ("mixed", True)])
