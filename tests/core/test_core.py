@@ -140,7 +140,7 @@ def test_txt2img_matches_diffusers(bundles, models_dir, width, height, batch):
 
 def test_txt2img_matches_diffusers_in_the_default_layout(bundles, models_dir):
     """The layout the loader keeps off the CPU: both UNets contiguous (the other tests run both channels_last)."""
-    _, decoder, mq = bundles
+    mq = bundles[2]
     unet = reference.pipeline(models_dir, "text2img").unet
     plain = loading.load_decoder(models_dir / tiny_models.NAMES["text2img"])[0]
     assert plain.unet.conv_in.weight.is_contiguous()

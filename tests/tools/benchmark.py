@@ -189,6 +189,8 @@ class Graph:
         if not asyncio.run(nodes.load_custom_node(str(link))):
             raise SystemExit("ComfyUI could not load this package: see the log above.")
         self.mm, self.execution, self.server = comfy.model_management, execution, _Server()
+        # this package's bridge to ComfyUI, under the module name ComfyUI loaded it as
+        self.bridge = next(m for n, m in sys.modules.items() if n.endswith("nodes.comfy_bridge"))
 
         def progress(value, total, preview, prompt_id=None, node_id=None):  # main.py's hijack_progress
             comfy.model_management.throw_exception_if_processing_interrupted()
@@ -259,9 +261,8 @@ class Graph:
         left are cast as they run). On a CPU both keep every weight in RAM: this times the casting."""
         from kandinsky_core import sampling
 
-        bridge = next(m for n, m in sys.modules.items() if n.endswith("nodes.comfy_bridge"))  # as ComfyUI loaded it
         decoder, (positive, negative) = self.output("2")[0][0], [o[0] for o in self.output("3")[:2]]
-        patcher, device = bridge.patcher(decoder.unet), self.mm.get_torch_device()
+        patcher, device = self.bridge.patcher(decoder.unet), self.mm.get_torch_device()
 
         def image(seed, scheduler="default", steps=STEPS, prior=False):
             patcher.detach()
@@ -275,7 +276,7 @@ class Graph:
         return types.SimpleNamespace(name="whole" if share is None else "partial", image=image)
 
     def option(self, name):
-        if name == "channels_last" and not CUDA:  # the loader's layout on a CPU already: the graph as it runs
+        if name == "channels_last" and self.bridge.channels_last():  # the loader's layout here: the graph as it runs
             return
         self.settings = {name: True} if name else {}
         if name:
@@ -531,6 +532,10 @@ MEMORY_ROWS = {"imports": "RSS after the imports (torch, diffusers' pipelines; t
                "reload": "RSS kept after an unload (/free) + reload + image of the same models"}
 
 
+def unit_of(row: str) -> str:
+    return "MiB" if "RSS" in row or "memory" in row else "s"
+
+
 def report(args, rows, same) -> None:
     def cell(xs, unit):
         if isinstance(xs, str):
@@ -553,7 +558,7 @@ def report(args, rows, same) -> None:
     for row, sides in rows.items():
         if row in pairs:
             continue
-        unit = "MiB" if "RSS" in row or "memory" in row else "s"
+        unit = unit_of(row)
         g, d = sides.get("graph", "-"), sides.get("diffusers", "-")
         growth = "kept after" in row  # a few MiB either way, the sign by chance: no ratio
         ok = not isinstance(g, str) and not isinstance(d, str) and not growth
@@ -565,7 +570,7 @@ def report(args, rows, same) -> None:
     for row, sides in pairs.items():  # the first side against the second, per round
         (a_name, a), (b_name, b) = sides.items()
         ratios = [x / y for x, y in zip(a, b)]
-        unit = "MiB" if "RSS" in row else "s"
+        unit = unit_of(row)
         print(f"\n| graph, two ways | {a_name}: median (min-max) | {b_name}: median (min-max) | {a_name} / {b_name}, "
               f"per round: median (min-max) |\n|---|---|---|---|\n| {row} | {cell(a, unit)} | {cell(b, unit)} | "
               f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) |")
