@@ -79,6 +79,13 @@ def prepare_comfyui(workdir: Path) -> Path:
     return target
 
 
+def as_novram(mm, setattr=setattr) -> None:
+    """ComfyUI's memory manager ``mm`` as under --novram (every layer cast as it runs), which a CPU never is: ComfyUI
+    loads whole on a device it takes for the CPU. ``setattr``: pytest's monkeypatch.setattr, to undo it after a test."""
+    setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
+    setattr(mm, "is_device_cpu", lambda device: False)
+
+
 def write_layout(workdir: Path, models_root: Path) -> Path:
     """custom_nodes/<this package> (a link to the repo) and an extra_model_paths.yaml naming it and the models
     (models_root/diffusers and models_root/depth_estimation)."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import tiny_models
+from comfy_server import as_novram
 from helpers import CONTROLNET_ID, DECODER_ID, DEPTH_ID, INPAINT_ID, PRIOR_ID, WORKFLOWS
 
 E = tiny_models.EMBED
@@ -246,8 +247,7 @@ def test_graphs_run_with_every_layer_cast_as_under_novram(comfy, run_node, model
     mm.unload_all_models()
     loads = []
     real_load = mm.LoadedModel.model_load
-    monkeypatch.setattr(mm, "vram_state", mm.VRAMState.NO_VRAM)
-    monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)  # else ComfyUI loads whole on a CPU
+    as_novram(mm, monkeypatch.setattr)
     def model_load(self, memory=0, *args, **kwargs):
         result = real_load(self, memory, *args, **kwargs)
         loads.append((memory, self.model.model.model_lowvram))

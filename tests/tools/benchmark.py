@@ -54,7 +54,7 @@ sys.path.insert(0, str(TESTS))  # tiny_models, comfy_server
 sys.path.append(str(REPO))  # kandinsky_core's scheduler table for the diffusers side; appended, so ComfyUI's
 # own `nodes` module (its folder goes first) is not shadowed by this repository's `nodes` package.
 import tiny_models  # noqa: E402
-from comfy_server import PACKAGE_NAME, prepare_comfyui  # noqa: E402
+from comfy_server import PACKAGE_NAME, as_novram, prepare_comfyui  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 DEVICE = "cuda" if CUDA else "cpu"
@@ -283,14 +283,19 @@ class Graph:
             self.run(self.graph(0), outputs=["2"])  # reload the decoder with it, untimed
 
 
+def pipelines() -> dict:
+    """diffusers' Kandinsky 2.2 pipeline classes, imported on first use (diffusers imports lazily). Each memory run
+    imports them before its baseline, the graph's too: they import the model classes both sides load (this package
+    imports them when it loads, 42 MiB at mid size that the graph's side would count as its work)."""
+    return {"prior": diffusers.KandinskyV22PriorPipeline, "text2img": diffusers.KandinskyV22Pipeline}
+
+
 class Diffusers:
     """KandinskyV22PriorPipeline + KandinskyV22Pipeline from the same folders, the PNG saved as SaveImage does."""
     name = "diffusers"
 
     def __init__(self, models: Path, size: str, lowvram: bool = False):
-        self.models, self.px, self.lowvram = models, PX[size], lowvram
-        # Imported when made, as the graph's side imports ComfyUI and this package: the memory rows count from there.
-        self.classes = {"prior": diffusers.KandinskyV22PriorPipeline, "text2img": diffusers.KandinskyV22Pipeline}
+        self.models, self.px, self.lowvram, self.classes = models, PX[size], lowvram, pipelines()
         self.out = Path(tempfile.mkdtemp(prefix="k22-bench-diffusers-"))
         self.prior = self.decoder = self.embeds = self.unet = None
 
@@ -388,9 +393,10 @@ def child(side: str, models: Path, workdir: Path, size: str, lowvram: bool) -> N
             peak[0] = max(peak[0], proc.memory_info().rss)
 
     s = Diffusers(models, size, lowvram) if side == "diffusers" else Graph(models, workdir, size, lowvram)
-    if side == "novram":  # ComfyUI's manager as under --novram (every layer cast as it runs), which a CPU never is
-        s.mm.vram_state, s.mm.is_device_cpu = s.mm.VRAMState.NO_VRAM, lambda device: False
-    base = proc.memory_info().rss  # torch, diffusers (and ComfyUI) imported
+    if side == "novram":
+        as_novram(s.mm)
+    pipelines()
+    base = proc.memory_info().rss  # torch, diffusers' pipelines (the graph: also ComfyUI, this package) imported
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     s.load()
@@ -465,8 +471,17 @@ def main() -> None:
     for s in (graph, diff):  # warm-up, untimed: lazy imports, allocator, caches of the OS
         s.load()
         s.image(1, prior=True)
-    apart = abs(graph.pixels() - diff.pixels())  # 8-bit values: float rounding can tip one over a half
-    same = f"{apart.max():.0f}/255 ({int((apart > 0).sum())} of {apart.size} values)"
+
+    def apart(layout):  # 8-bit values: float rounding can tip one over a half
+        d = abs(graph.pixels() - diff.pixels())
+        return f"{d.max():.0f}/255 ({int((d > 0).sum())} of {d.size} values) {layout}"
+
+    same = [apart("as each side loads (on a CPU the graph's UNet is channels_last)")]
+    for s in (graph, diff):  # the same layout on both sides: the same sums, in the same order
+        s.option("channels_last")
+        s.image(2)
+        s.option(None)
+    same.append(apart("with both UNets channels_last"))
     if args.profile:
         return profile((graph, diff))
 
@@ -551,7 +566,7 @@ def report(args, rows, same) -> None:
     print(f"\nsize {args.size}: {PX[args.size]}x{PX[args.size]} px, prior {PRIOR_STEPS} steps, guidance {GUIDANCE}, "
           f"batch 1, {DTYPE} on {where}, {args.rounds} rounds, {time.strftime('%Y-%m-%d')}, load average at the "
           f"end {os.getloadavg()[0]:.1f}; "
-          f"pixels of the two sides differ by at most {same}\n")
+          f"pixels of the two sides differ by at most {'; by '.join(same)}\n")
     print("| measure | graph: median (min-max) | diffusers: median (min-max) | graph / diffusers |")
     print("|---|---|---|---|")
     pairs = {row: sides for row, sides in rows.items() if "diffusers" not in sides}  # rows of their own two sides
