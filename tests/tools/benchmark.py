@@ -471,6 +471,8 @@ def main() -> None:
     for s in (graph, diff):  # warm-up, untimed: lazy imports, allocator, caches of the OS
         s.load()
         s.image(1, prior=True)
+    if args.profile:
+        return profile((graph, diff))
 
     def apart(layout):  # 8-bit values: float rounding can tip one over a half
         d = abs(graph.pixels() - diff.pixels())
@@ -482,8 +484,6 @@ def main() -> None:
         s.image(2)
         s.option(None)
     same.append(apart("with both UNets channels_last"))
-    if args.profile:
-        return profile((graph, diff))
 
     from kandinsky_core.schedulers import NAMES
 
