@@ -25,8 +25,10 @@ def pipeline(models_dir, mode: str):
     """The diffusers pipeline of ``mode`` on the tiny model folder it uses."""
     cls = getattr(diffusers, PIPELINES[mode])
     pipe = cls.from_pretrained(f"{models_dir}/{NAMES[FOLDERS.get(mode, mode)]}")
-    if hasattr(pipe, "unet"):  # diffusers' documented speed-up; the decoder loader's layout on the CPU, where the
-        pipe.unet.to(memory_format=torch.channels_last)  # tests run (the parity tests' decoders load so too)
+    # diffusers' documented speed-up, and the decoder loader's layout on the CPU, where the tests run (the parity
+    # tests' decoders load so too)
+    if hasattr(pipe, "unet"):
+        pipe.unet.to(memory_format=torch.channels_last)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
