@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .errors import KandinskyError
-from .movq import downscale, preview_factors
+from .movq import downscale, lean, preview_factors
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +407,8 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
                  variant=variant(folder / "unet", dtype), **kw)
     if channels_last:
         to_channels_last(unet, folder / "unet", dtype)
-    movq = _load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq", variant=variant(folder / "movq", dtype),
-                 **kw)
+    movq = lean(_load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq",
+                      variant=variant(folder / "movq", dtype), **kw))
     config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), downscale(movq),
                            movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)

@@ -209,6 +209,28 @@ def test_movq_round_trip_matches_the_model(bundles):
     assert np.isfinite(decoded.numpy()).all()
 
 
+def test_the_lean_movq_decodes_as_diffusers_own(bundles, models_dir):
+    from diffusers import VQModel
+
+    _, _, mq = bundles
+    stock = VQModel.from_pretrained(models_dir / tiny_models.NAMES["text2img"], subfolder="movq")
+    lean = {name: m for name, m in mq.named_modules() if type(m).__name__ == "LeanSpatialNorm"}
+    assert lean.keys() == {name for name, m in stock.named_modules() if type(m).__name__ == "SpatialNorm"} != set()
+    latents = torch.randn(2, 4, 8, 16, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        # Exact on any CPU: the same elementwise products and sums, each rounded once, in another tensor.
+        assert torch.equal(mq.decode(latents, force_not_quantize=True).sample,
+                           stock.decode(latents, force_not_quantize=True).sample)
+    name = "decoder.conv_norm_out"
+    f, zq = torch.randn(1, lean[name].norm_layer.num_channels, 8, 8), torch.randn(1, 4, 4, 4)
+    with torch.no_grad():
+        kept = f.clone()
+        assert torch.equal(lean[name](f, zq), stock.get_submodule(name)(f, zq)) and torch.equal(f, kept)
+    f.requires_grad_()
+    lean[name](f, zq).sum().backward()  # autograd takes diffusers' own forward
+    assert f.grad is not None
+
+
 @pytest.fixture
 def cached_decoder(models_dir, tmp_path, monkeypatch) -> Path:
     """The tiny decoder in a Hugging Face cache (tmp_path/hub) as huggingface_hub lays it out: refs/main names the
