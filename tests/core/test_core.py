@@ -218,7 +218,7 @@ def test_the_lean_movq_decodes_as_diffusers_own(bundles, models_dir):
     assert lean.keys() == {name for name, m in stock.named_modules() if type(m).__name__ == "SpatialNorm"} != set()
     latents = torch.randn(2, 4, 8, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        # Exact on any CPU: the same elementwise products and sums, each rounded once, in another tensor.
+        # Exact on any CPU: the same elementwise products and sums, each rounded once; only where they land differs.
         assert torch.equal(mq.decode(latents, force_not_quantize=True).sample,
                            stock.decode(latents, force_not_quantize=True).sample)
     name = "decoder.conv_norm_out"
