@@ -126,6 +126,34 @@ def test_process_output_works_in_place_and_returns(native):
     assert out is image and torch.equal(image, torch.tensor([0.0, 0.0, 0.5, 0.75, 1.0, 1.0]))  # exact in binary
 
 
+def test_the_vae_lets_comfyui_load_the_movq_in_part(comfy_nodes, native, monkeypatch):
+    """ComfyUI's VAE code loads with force_full_load=disable_offload. The MoVQ may load in part, as ComfyUI's image
+    VAEs do, whatever the placeholder's branch of VAE.__init__ set: the newest ComfyUI's (comfy/sd.py at 35ead008)
+    marks its pixel-space autoencoder disable_offload, so the MoVQ would load whole on a GPU too small for it."""
+    import comfy.model_management as mm
+    import comfy.sd
+
+    _, movq, _, vae = native["text2img"]
+    init, load, full_loads = comfy.sd.VAE.__init__, mm.load_models_gpu, []
+
+    def newest_init(self, sd=None, *args, **kwargs):
+        pixel_space = sd is not None and "pixel_space_vae" in sd
+        init(self, sd, *args, **kwargs)
+        self.disable_offload = self.disable_offload or pixel_space
+
+    def load_models_gpu(*args, force_full_load=False, **kwargs):
+        full_loads.append(force_full_load)
+        return load(*args, force_full_load=force_full_load, **kwargs)
+
+    monkeypatch.setattr(comfy.sd.VAE, "__init__", newest_init)
+    monkeypatch.setattr(mm, "load_models_gpu", load_models_gpu)
+    vae = type(vae)(movq)
+    with torch.inference_mode():
+        (latent,) = comfy_nodes.VAEEncode().encode(vae, as_image(picture(4)))
+        comfy_nodes.VAEDecode().decode(vae, latent)
+    assert full_loads == [False, False]
+
+
 def test_tiled_and_inpaint_vae_nodes_run(comfy_nodes, native):
     vae = native["text2img"][3]
     tiled = {"tile_size": 320, "overlap": 64}
