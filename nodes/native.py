@@ -209,7 +209,7 @@ class Kandinsky22VAE(comfy.sd.VAE):
         dtype = next(movq.parameters()).dtype
         super().__init__(sd=dict(PLACEHOLDER), device=patcher.load_device, dtype=dtype)
         self.first_stage_model, self.patcher, self.size = MoVQCoder(movq).eval(), patcher, None
-        self.disable_offload = False  # it may load in part, as ComfyUI's image VAEs (newer placeholders load whole)
+        self.disable_offload = False  # it may load in part, as ComfyUI's image VAEs (0.38's placeholder may not)
         self.working_dtypes = [dtype, torch.float32]
         self.downscale_ratio = self.upscale_ratio = downscale(movq)
         self.latent_channels = movq.config.latent_channels

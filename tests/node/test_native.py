@@ -128,8 +128,8 @@ def test_process_output_works_in_place_and_returns(native):
 
 def test_the_vae_lets_comfyui_load_the_movq_in_part(comfy_nodes, native, monkeypatch):
     """ComfyUI's VAE code loads with force_full_load=disable_offload. The MoVQ may load in part, as ComfyUI's image
-    VAEs do, whatever the placeholder's branch of VAE.__init__ set: the newest ComfyUI's (comfy/sd.py at 35ead008)
-    marks its pixel-space autoencoder disable_offload, so the MoVQ would load whole on a GPU too small for it."""
+    VAEs do, whatever the placeholder's branch of VAE.__init__ set: 0.38's (comfy/sd.py at 033046cc) marks its
+    pixel-space autoencoder disable_offload, so the MoVQ would load whole on a GPU too small for it."""
     import comfy.model_management as mm
     import comfy.sd
 
