@@ -184,7 +184,7 @@ def place_bare_weights(patcher, device_to, *args, **kwargs) -> None:
 
 
 def make_patcher(module: torch.nn.Module, disable_dynamic: bool = False):
-    """ComfyUI's own patcher for ``module`` (a diffusers or transformers one in a ModuleHolder, or a ComfyUI model),
+    """ComfyUI's own patcher for ``module`` (a diffusers or transformers one in a holder, or a ComfyUI model),
     its layers made ComfyUI's: its manager loads it whole, or in part where it must. The class is the running
     ComfyUI's CoreModelPatcher (0.38 on: ModelPatcherDynamic under dynamic VRAM, as main.py sets it at start), read
     at each call, or ModelPatcher where it has none or where the caller asks for no dynamic one."""

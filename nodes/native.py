@@ -181,7 +181,8 @@ class Kandinsky22Model(comfy.model_base.BaseModel):
 
 
 class MoVQCoder(torch.nn.Module):
-    """The MoVQ with the encode and decode ComfyUI's VAE calls (pixels in -1..1)."""
+    """The MoVQ with the encode and decode ComfyUI's VAE calls (pixels in -1..1); its patcher's model, as a ComfyUI
+    VAE's first_stage_model is (0.38's Select VAE Device decodes with the patcher's model)."""
 
     def __init__(self, movq):
         super().__init__()
@@ -208,7 +209,7 @@ class Kandinsky22VAE(comfy.sd.VAE):
         patcher = bridge.patcher(movq)  # the one K22_MOVQ loads with
         dtype = next(movq.parameters()).dtype
         super().__init__(sd=dict(PLACEHOLDER), device=patcher.load_device, dtype=dtype)
-        self.first_stage_model, self.patcher, self.size = MoVQCoder(movq).eval(), patcher, None
+        self.first_stage_model, self.patcher, self.size = patcher.model, patcher, None
         self.disable_offload = False  # it may load in part, as ComfyUI's image VAEs (0.38's placeholder may not)
         self.working_dtypes = [dtype, torch.float32]
         self.downscale_ratio = self.upscale_ratio = downscale(movq)
@@ -231,9 +232,9 @@ def model_patcher(decoder: DecoderBundle, disable_dynamic: bool = False):
 
 
 def native(decoder: DecoderBundle, movq) -> tuple:
-    """The loader's MODEL (whose patcher is the UNet's one patcher) and VAE."""
-    model = model_patcher(decoder)
-    bridge.own(decoder, decoder.unet, movq, made={decoder.unet: model})
+    """The loader's MODEL and VAE, whose patchers are the UNet's and the MoVQ's one patchers."""
+    model, coder = model_patcher(decoder), bridge.make_patcher(MoVQCoder(movq).eval())
+    bridge.own(decoder, decoder.unet, movq, made={decoder.unet: model, movq: coder})
     return model, Kandinsky22VAE(movq)
 
 

@@ -119,6 +119,22 @@ def test_the_vae_decodes_as_newer_comfyui_does(native, run_node):
     assert reference.max_diff(pixels.movedim(1, -1), expected) <= 1e-5
 
 
+def test_the_vae_decodes_with_its_patchers_model(comfy_nodes, native):
+    """As ComfyUI's own VAE, the first_stage_model is the patcher's model: 0.38's Select VAE Device (its
+    comfy_extras/nodes_multigpu.py, "default" on one device) clones the patcher and sets the VAE's first_stage_model
+    to the clone's model."""
+    import copy
+
+    vae = native["text2img"][3]
+    selected = copy.copy(vae)
+    selected.patcher = vae.patcher.clone()
+    selected.first_stage_model = selected.patcher.model
+    latent = {"samples": torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))}
+    with torch.inference_mode():
+        pictures = [comfy_nodes.VAEDecode().decode(v, latent)[0] for v in (vae, selected)]
+    assert torch.equal(*pictures)  # the same module on the same input
+
+
 def test_process_output_works_in_place_and_returns(native):
     vae = native["text2img"][3]
     image = torch.tensor([-3.0, -1.0, 0.0, 0.5, 1.0, 3.0])
