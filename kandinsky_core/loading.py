@@ -398,7 +398,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder; ``previews`` fits the
     latent-to-colour factors previews need (a small MoVQ decode, so only when they are shown); ``channels_last``
     puts the UNet's convolution weights in that memory format."""
-    from diffusers import DDPMScheduler, UNet2DConditionModel, VQModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
 
     folder = Path(folder)
     _check_weights(folder, DECODER)
@@ -407,12 +407,20 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
                  variant=variant(folder / "unet", dtype), **kw)
     if channels_last:
         to_channels_last(unet, folder / "unet", dtype)
-    movq = lean(_load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq",
-                      variant=variant(folder / "movq", dtype), **kw))
+    movq = load_movq(folder, dtype)
     config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), downscale(movq),
                            movq.config.latent_channels, preview_factors(movq) if previews else None, dtype)
     return bundle, movq
+
+
+def load_movq(folder: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """The MoVQ of a decoder folder, in its lean form."""
+    from diffusers import VQModel
+
+    folder = Path(folder)
+    return lean(_load("MoVQ", VQModel.from_pretrained, folder, subfolder="movq",
+                      variant=variant(folder / "movq", dtype), use_safetensors=True, torch_dtype=dtype))
 
 
 @dataclass

@@ -95,6 +95,7 @@ class Kandinsky22DecoderLoader(_Loader):
         decoder, movq = load_decoder(*how)
         model, vae = native.native(decoder, movq)
         model.cached_patcher_init = (fresh_model, how)  # for ComfyUI's deep clones (0.38 on)
+        vae.patcher.cached_patcher_init = (fresh_vae, how[:2])
         return decoder, movq, model, vae  # ComfyUI keeps or drops a node's outputs together
 
 
@@ -111,6 +112,12 @@ def fresh_model(*how, disable_dynamic=False):
     weights (0.38's clone(force_deepcopy=True), its multi-GPU clones), call it through the patcher's
     ``cached_patcher_init``, which passes ``disable_dynamic`` on to the patcher it makes."""
     return native.model_patcher(load_decoder(*how)[0], disable_dynamic)
+
+
+def fresh_vae(folder, dtype, disable_dynamic=False):
+    """The VAE's patcher anew, with a MoVQ of its own, as ``fresh_model`` the MODEL's (0.38's Select VAE Device deep
+    clones it onto another GPU)."""
+    return native.vae_patcher(loading.load_movq(folder, dtype), disable_dynamic)
 
 
 class Kandinsky22DepthLoader(_Loader):

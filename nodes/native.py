@@ -231,9 +231,13 @@ def model_patcher(decoder: DecoderBundle, disable_dynamic: bool = False):
     return bridge.make_patcher(Kandinsky22Model(decoder), disable_dynamic)
 
 
+def vae_patcher(movq, disable_dynamic: bool = False):
+    return bridge.make_patcher(MoVQCoder(movq).eval(), disable_dynamic)
+
+
 def native(decoder: DecoderBundle, movq) -> tuple:
     """The loader's MODEL and VAE, whose patchers are the UNet's and the MoVQ's one patchers."""
-    model, coder = model_patcher(decoder), bridge.make_patcher(MoVQCoder(movq).eval())
+    model, coder = model_patcher(decoder), vae_patcher(movq)
     bridge.own(decoder, decoder.unet, movq, made={decoder.unet: model, movq: coder})
     return model, Kandinsky22VAE(movq)
 

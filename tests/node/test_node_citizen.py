@@ -118,21 +118,24 @@ def test_the_bare_weights_go_where_the_model_loads(comfy, models):
         assert device == mm.get_torch_device()
 
 
-def test_a_deep_clone_of_the_model_has_weights_of_its_own(comfy, run_node):
-    """The MODEL's cached_patcher_init, called as 0.38's ModelPatcher.clone(force_deepcopy=True) and its multi-GPU
-    deep clone call it (comfy/model_patcher.py at 08d0e510): a new MODEL with the same weights in tensors of its own;
-    where the running ComfyUI has that clone, through the clone itself."""
+@pytest.mark.parametrize("output", ["model", "vae"])
+def test_a_deep_clone_has_weights_of_its_own(comfy, run_node, output):
+    """The cached_patcher_init of the MODEL's and the VAE's patchers, called as 0.38 calls it (comfy/model_patcher.py
+    at 08d0e510: with disable_dynamic by clone(force_deepcopy=True) and clone(disable_dynamic=True), without by the
+    multi-GPU deepclone_multigpu behind Select Model Device and Select VAE Device): a new patcher of the same kind
+    with the same weights in tensors of its own; where the running ComfyUI has that clone, through the clone too."""
     import inspect
 
-    decoder, _, model, _ = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
-    factory, args = model.cached_patcher_init
+    _, _, model, vae = run_node("Kandinsky22DecoderLoader", model=DECODER_ID, dtype="auto")
+    patcher = model if output == "model" else vae.patcher
+    factory, args = patcher.cached_patcher_init
     with torch.inference_mode():
-        clones = [factory(*args, disable_dynamic=True)]
-        if "force_deepcopy" in inspect.signature(model.clone).parameters:
-            clones.append(model.clone(force_deepcopy=True))
-    weights = model.model.state_dict()
+        clones = [factory(*args, disable_dynamic=True), factory(*args)]
+        if "force_deepcopy" in inspect.signature(patcher.clone).parameters:
+            clones.append(patcher.clone(force_deepcopy=True))
+    weights = patcher.model.state_dict()
     for clone in clones:
-        assert type(clone) is type(model) and clone.model is not model.model
+        assert type(clone) is type(patcher) and type(clone.model) is type(patcher.model)
         own = clone.model.state_dict()
         assert own.keys() == weights.keys()
         assert all(torch.equal(own[k], weights[k]) and own[k].data_ptr() != weights[k].data_ptr() for k in own)
