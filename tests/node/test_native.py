@@ -152,7 +152,7 @@ def test_the_vae_lets_comfyui_load_the_movq_in_part(comfy_nodes, native, monkeyp
     _, movq, _, vae = native["text2img"]
     init, load, full_loads = comfy.sd.VAE.__init__, mm.load_models_gpu, []
 
-    def newest_init(self, sd=None, *args, **kwargs):
+    def init_as_038(self, sd=None, *args, **kwargs):
         pixel_space = sd is not None and "pixel_space_vae" in sd
         init(self, sd, *args, **kwargs)
         self.disable_offload = self.disable_offload or pixel_space
@@ -161,7 +161,7 @@ def test_the_vae_lets_comfyui_load_the_movq_in_part(comfy_nodes, native, monkeyp
         full_loads.append(force_full_load)
         return load(*args, force_full_load=force_full_load, **kwargs)
 
-    monkeypatch.setattr(comfy.sd.VAE, "__init__", newest_init)
+    monkeypatch.setattr(comfy.sd.VAE, "__init__", init_as_038)
     monkeypatch.setattr(mm, "load_models_gpu", load_models_gpu)
     vae = type(vae)(movq)
     with torch.inference_mode():
