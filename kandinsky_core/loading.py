@@ -402,9 +402,8 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
 
     folder = Path(folder)
     _check_weights(folder, DECODER)
-    kw = dict(use_safetensors=True, torch_dtype=dtype)
     unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet",
-                 variant=variant(folder / "unet", dtype), **kw)
+                 variant=variant(folder / "unet", dtype), use_safetensors=True, torch_dtype=dtype)
     if channels_last:
         to_channels_last(unet, folder / "unet", dtype)
     movq = load_movq(folder, dtype)
