@@ -332,17 +332,18 @@ SAFETENSORS_DTYPES = {name: getattr(torch, kind) for name, kind in (
     ("F8_E5M2", "float8_e5m2")) if hasattr(torch, kind)}
 
 
-def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) -> torch.nn.Module:
+def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype,
+                     at_first_call: bool = False) -> torch.nn.Module:
     """``module`` (loaded from the model part folder ``part`` in ``dtype``) with its convolution weights in
     channels_last memory format, in place: on a CPU its convolutions then skip a reorder of every weight at every call.
-    - from_pretrained leaves each weight a view of one memory map of its file, and a copy of such a view would keep
-      the pages it read counted in the process's RSS while that map lives: twice the weights. So a weight still as
-      in the file is copied from a map of its own bytes, unmapped at once.
-    - The new weights share one allocation, which malloc maps apart from its heap and gives back whole when the
-      module goes: one allocation each fragmented the heap (RSS grew by 185 MiB at every unload and reload, mid size).
+    ``at_first_call`` leaves the copy to the module's first call (``pack_channels_last`` as its forward pre-hook), so
+    that the load reads no weight, as from_pretrained reads none: its weights map the file.
+    from_pretrained leaves each weight a view of one memory map of its file, and a copy of such a view would keep the
+    pages it read counted in the process's RSS while that map lives: twice the weights. So each weight the copy will
+    read as the file holds it first becomes a map of its own bytes (nothing read yet), unmapped with the copy.
     """
-    weights = {name: param for name, param in module.named_parameters() if param.ndim == 4}
-    stored = {}  # name -> (file, offset, bytes) of the weights the file holds as loaded
+    weights = {name: param for name, param in module.named_parameters() if param.ndim == 4
+               and not param.is_contiguous(memory_format=torch.channels_last)}  # 1 x 1 kernels are so already
     full, half = _weight_files(part)
     for path in (part / file for file in (half if variant(part, dtype) else full)):
         with open(path, "rb") as f:
@@ -353,20 +354,32 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype) ->
             if param is not None and (SAFETENSORS_DTYPES.get(entry["dtype"]), entry["shape"]) == (param.dtype,
                                                                                                    list(param.shape)):
                 begin, end = entry["data_offsets"]
-                stored[name] = path, 8 + size + begin, end - begin
-    spans = [param.nbytes + -param.nbytes % 64 for param in weights.values()]  # each start aligned to 64 bytes
+                mapped = np.memmap(path, dtype=np.uint8, mode="c", offset=8 + size + begin, shape=(end - begin,))
+                param.data = torch.from_numpy(mapped).view(param.dtype).view(param.shape)
+    if at_first_call:
+        module.register_forward_pre_hook(pack_channels_last)
+    else:
+        pack_channels_last(module)
+    return module
+
+
+def pack_channels_last(module: torch.nn.Module, *_) -> None:
+    """Copies the convolution weights of ``module`` that are on the CPU and not channels_last into that format, in
+    place. As a forward pre-hook it runs at every call, and copies again only what ComfyUI's weight patches (LoRA,
+    merges) or their undoing put back in the file's layout, so the weights are always those the module holds.
+    The new weights share one allocation, which malloc maps apart from its heap and gives back whole when they go: one
+    allocation each fragmented the heap (RSS grew by 185 MiB at every unload and reload, mid size)."""
+    weights = [param for param in module.parameters() if param.ndim == 4 and param.device.type == "cpu"
+               and not param.is_contiguous(memory_format=torch.channels_last)]
+    if not weights:
+        return
+    spans = [param.nbytes + -param.nbytes % 64 for param in weights]  # each start aligned to 64 bytes
     block, offset = torch.empty(sum(spans), dtype=torch.uint8), 0
-    for (name, param), span in zip(weights.items(), spans):
+    for param, span in zip(weights, spans):
         n, c, h, w = param.shape
         data = block[offset:offset + param.nbytes].view(param.dtype).view(n, h, w, c).permute(0, 3, 1, 2)
-        source = param.data
-        if name in stored:
-            path, begin, nbytes = stored[name]
-            source = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", offset=begin, shape=(nbytes,)))
-            source = source.view(param.dtype).view(param.shape)
-        param.data = data.copy_(source)
+        param.data = data.copy_(param.data)
         offset += span
-    return module
 
 
 def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> torch.nn.Module:
@@ -394,10 +407,11 @@ def image_encoder_from(bundle: PriorBundle, state_dict: dict, source: str) -> to
 
 
 def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, previews: bool = False,
-                 channels_last: bool = False):
+                 channels_last: bool = False, at_first_call: bool = False):
     """(DecoderBundle, VQModel) from a decoder, decoder-inpaint or controlnet-depth folder; ``previews`` fits the
     latent-to-colour factors previews need (a small MoVQ decode, so only when they are shown); ``channels_last``
-    puts the UNet's convolution weights in that memory format."""
+    puts the UNet's convolution weights in that memory format, at its first call where ``at_first_call`` says so
+    (``to_channels_last``)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     folder = Path(folder)
@@ -405,7 +419,7 @@ def load_decoder(folder: str | os.PathLike, dtype: torch.dtype = torch.float32, 
     unet = _load("decoder UNet", UNet2DConditionModel.from_pretrained, folder, subfolder="unet",
                  variant=variant(folder / "unet", dtype), use_safetensors=True, torch_dtype=dtype)
     if channels_last:
-        to_channels_last(unet, folder / "unet", dtype)
+        to_channels_last(unet, folder / "unet", dtype, at_first_call)
     movq = load_movq(folder, dtype)
     config = dict(_load("scheduler config", DDPMScheduler.load_config, folder, subfolder="scheduler"))
     bundle = DecoderBundle(unet, config, model_kind(folder), downscale(movq),

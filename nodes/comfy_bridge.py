@@ -115,7 +115,12 @@ def channels_last() -> bool:
     """Whether convolution weights go channels_last whatever a loader says: where ComfyUI is told to
     (--force-channels-last) and where models run on the CPU, whose convolutions then skip a reorder of every weight
     at every call (the decoder's UNet steps took 12-17 % less time with 1 and 2 threads, tests/tools/benchmark.py)."""
-    return mm.force_channels_last() or mm.get_torch_device().type == "cpu"
+    return mm.force_channels_last() or on_cpu()
+
+
+def on_cpu() -> bool:
+    """Whether models run on the CPU."""
+    return mm.get_torch_device().type == "cpu"
 
 
 class ModuleHolder(torch.nn.Module):

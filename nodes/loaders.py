@@ -101,8 +101,9 @@ class Kandinsky22DecoderLoader(_Loader):
 
 def load_decoder(folder, dtype, choice, channels_last, compile, previews):
     """The decoder and MoVQ computing in ``dtype``, the UNet's weights stored as the loader's dtype ``choice`` says
-    (fp8, or as computed)."""
-    decoder, movq = loading.load_decoder(folder, dtype, previews, channels_last)
+    (fp8, or as computed). On the CPU the channels_last copy waits for the UNet's first call, so the load reads no
+    weight; elsewhere ComfyUI moves the weights (and under dynamic VRAM, manages them) before that call."""
+    decoder, movq = loading.load_decoder(folder, dtype, previews, channels_last, at_first_call=bridge.on_cpu())
     decoder.unet = loading.speed_up(bridge.store(decoder.unet, choice), compile)
     return decoder, movq
 

@@ -312,8 +312,48 @@ def test_channels_last_holds_the_weights_as_loaded(variants, folder, dtype):
         assert torch.equal(weight, expected[name]), name
         assert weight.ndim != 4 or weight.is_contiguous(memory_format=torch.channels_last), name
     assert not layered.conv_in.weight.is_contiguous()  # a layout of its own: 3 x 3 kernels
-    storages = {p.untyped_storage().data_ptr() for p in layered.parameters() if p.ndim == 4}
-    assert len(storages) == 1  # one allocation, given back whole
+    storages = {p.untyped_storage().data_ptr() for p in layered.parameters() if p.ndim == 4 and p.shape[-1] > 1}
+    assert len(storages) == 1  # one allocation, given back whole (1 x 1 kernels are channels_last as they are)
+
+
+def mapping_size(tensor: torch.Tensor) -> int:
+    """Bytes of the memory mapping that holds ``tensor``'s data (Linux's /proc/self/maps)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        low, high = (int(bound, 16) for bound in line.split()[0].split("-"))
+        if low <= tensor.data_ptr() < high:
+            return high - low
+    raise AssertionError("not in any mapping")
+
+
+@pytest.mark.parametrize("folder,mapped", [("both", True), ("half", False)])
+def test_channels_last_at_first_call_copies_then_and_after_each_weight_swap(variants, folder, mapped):
+    """The load leaves the copy to the UNet's first call, which then computes as the eagerly copied UNet does. Each
+    weight still as in the file (not cast) maps its own bytes meanwhile, not from_pretrained's whole file, so the copy
+    gives its pages back.
+    Each later call copies what a weight patch put back in the file's layout (ComfyUI's patches swap parameters)."""
+    eager = loading.load_decoder(variants[folder], channels_last=True)[0].unet
+    lazy = loading.load_decoder(variants[folder], channels_last=True, at_first_call=True)[0].unet
+    waiting = [p for p in lazy.parameters() if p.ndim == 4 and p.shape[-1] > 1]
+    assert waiting and not any(p.is_contiguous(memory_format=torch.channels_last) for p in waiting)
+    assert not mapped or all(mapping_size(p) <= p.nbytes + 8192 for p in waiting)  # its bytes, page-aligned
+    x, embeds = torch.randn(2, 4, 8, 8), torch.randn(2, lazy.config.encoder_hid_dim)
+
+    def predict(unet):
+        with torch.no_grad():
+            return sampling.predict_noise(unet, x, torch.tensor([10, 500]), embeds, 4)
+
+    assert torch.equal(predict(lazy), predict(eager))
+    expected = eager.state_dict()
+    for name, weight in lazy.state_dict().items():
+        assert torch.equal(weight, expected[name]), name
+        assert weight.ndim != 4 or weight.is_contiguous(memory_format=torch.channels_last), name
+    original = lazy.conv_in.weight
+    lazy.conv_in.weight = torch.nn.Parameter(original.detach().contiguous() + 1, requires_grad=False)  # a patch
+    predict(lazy)
+    assert lazy.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(lazy.conv_in.weight, original + 1)
+    lazy.conv_in.weight = original  # and its undoing
+    assert torch.equal(predict(lazy), predict(eager))
 
 
 @pytest.mark.parametrize("source,half", [("both", True), ("both", False), ("mixed", True)])

@@ -344,17 +344,30 @@ def test_a_picture_off_the_grid_comes_back_at_its_own_size(run_node, loaded):
     assert run_node("Kandinsky22MoVQDecode", movq=movq, latent=upscaled)[0].shape == (1, 128, 256, 3)
 
 
-def test_sdpa_attention_is_the_default_and_channels_last_is_the_cpus(run_node, loaded, comfy, monkeypatch):
+def test_sdpa_attention_is_the_default_and_channels_last_is_the_cpus(run_node, loaded, comfy, models_dir, monkeypatch):
     """On the CPU the UNet's convolution weights are channels_last whatever the input says (the parity tests run
-    that way); elsewhere as the input or ComfyUI's --force-channels-last says."""
+    that way), from its first call on: the load reads no weight. Elsewhere as the input or ComfyUI's
+    --force-channels-last says, copied at the load, before ComfyUI moves (and under dynamic VRAM, manages) them."""
     prior, decoder, movq = loaded
     processors = {type(p).__name__ for p in decoder.unet.attn_processors.values()}
     assert processors and all(name.endswith("2_0") for name in processors), processors  # SDPA
-    assert decoder.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not decoder.unet.conv_in.weight.is_contiguous()
     bridge, mm = comfy.nodes.comfy_bridge, sys.modules["comfy.model_management"]
+    folder = models_dir / tiny_models.NAMES["text2img"]
+
+    def unet_loaded(channels_last):  # as the Decoder Loader loads it
+        return comfy.nodes.loaders.load_decoder(folder, torch.float32, "auto", channels_last, False, False)[0].unet
+
+    unet = unet_loaded(bridge.channels_last())
+    assert not unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        comfy.kandinsky_core.sampling.predict_noise(unet, torch.zeros(1, 4, 8, 8), torch.tensor([1]),
+                                                    torch.zeros(1, unet.config.encoder_hid_dim), 4)
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not unet.conv_in.weight.is_contiguous()
     monkeypatch.setattr(mm, "get_torch_device", lambda: torch.device("cuda", 0))  # only asked, never used
     assert not bridge.channels_last()
+    assert unet_loaded(True).conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert unet_loaded(False).conv_in.weight.is_contiguous()
     monkeypatch.setattr(bridge.args, "force_channels_last", True)
     assert bridge.channels_last()
 
