@@ -342,8 +342,7 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype,
     pages it read counted in the process's RSS while that map lives: twice the weights. So each weight the copy will
     read as the file holds it first becomes a map of its own bytes (nothing read yet), unmapped with the copy.
     """
-    weights = {name: param for name, param in module.named_parameters() if param.ndim == 4
-               and not param.is_contiguous(memory_format=torch.channels_last)}  # 1 x 1 kernels are so already
+    weights = _unpacked(module)
     full, half = _weight_files(part)
     for path in (part / file for file in (half if variant(part, dtype) else full)):
         with open(path, "rb") as f:
@@ -363,14 +362,20 @@ def to_channels_last(module: torch.nn.Module, part: Path, dtype: torch.dtype,
     return module
 
 
+def _unpacked(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """The convolution weights of ``module`` the channels_last copy is for: those on the CPU not yet in that format
+    (1 x 1 kernels are so already)."""
+    return {name: param for name, param in module.named_parameters() if param.ndim == 4
+            and param.device.type == "cpu" and not param.is_contiguous(memory_format=torch.channels_last)}
+
+
 def pack_channels_last(module: torch.nn.Module, *_) -> None:
     """Copies the convolution weights of ``module`` that are on the CPU and not channels_last into that format, in
     place. As a forward pre-hook it runs at every call, and copies again only what ComfyUI's weight patches (LoRA,
     merges) or their undoing put back in the file's layout, so the weights are always those the module holds.
     The new weights share one allocation, which malloc maps apart from its heap and gives back whole when they go: one
     allocation each fragmented the heap (RSS grew by 185 MiB at every unload and reload, mid size)."""
-    weights = [param for param in module.parameters() if param.ndim == 4 and param.device.type == "cpu"
-               and not param.is_contiguous(memory_format=torch.channels_last)]
+    weights = list(_unpacked(module).values())
     if not weights:
         return
     spans = [param.nbytes + -param.nbytes % 64 for param in weights]  # each start aligned to 64 bytes
